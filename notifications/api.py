@@ -1,0 +1,148 @@
+"""HTTP API of notifications: send one (`/sse/notification`), and the caller's notification centre."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications.messages import NotificationMessage
+from notifications.models import Level, Notification
+from notifications.selectors import caller_channels, notification_list
+from notifications.services import notification_create, notification_mark_all_read, notification_mark_read
+from streaming import protocol
+from streaming.api.authentication import request_identity
+from streaming.api.permissions import IsAuthenticatedCaller
+from streaming.api.serializers import ChannelField, ErrorSerializer, UserIdField
+from streaming.errors import Forbidden, NotFound
+
+
+class NotificationSendSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    content = serializers.CharField(allow_blank=True, max_length=100_000)
+    type = serializers.ChoiceField(choices=Level.values, default=Level.INFO)
+    auto_hide = serializers.BooleanField(required=False, default=True)
+    duration = serializers.IntegerField(required=False, default=5000, min_value=0, max_value=3_600_000)
+    channel = ChannelField(required=False)
+    user_id = UserIdField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("channel") and attrs.get("user_id"):
+            raise serializers.ValidationError("Give a channel or a user_id, not both.")
+        return attrs
+
+
+class NotificationSentSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The id of the delivered envelope.")
+    notification_id = serializers.IntegerField()
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="level")
+    read = serializers.BooleanField(source="is_read")
+
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "title",
+            "content",
+            "type",
+            "auto_hide",
+            "duration",
+            "target",
+            "channel",
+            "user_id",
+            "created_at",
+            "read",
+        ]
+
+
+class NotificationSendView(APIView):
+    """Store a notification and deliver it to everyone, a channel or a user (both transports)."""
+
+    @extend_schema(
+        request=NotificationSendSerializer,
+        responses={202: NotificationSentSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        body = NotificationSendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        message = NotificationMessage(
+            title=data["title"], content=data["content"], type=data["type"],
+            auto_hide=data["auto_hide"], duration=data["duration"],
+        )  # fmt: skip
+        user = request.user if getattr(request.user, "is_authenticated", False) else None
+        notification = notification_create(
+            message=message, channel=data.get("channel"), user_id=data.get("user_id"), created_by=user
+        )
+        return Response(
+            {"id": notification.message_id, "notification_id": notification.pk}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+def _caller(request: Request) -> tuple[Any, list[str]]:
+    identity = request_identity(request)
+    if identity.user_id is None:
+        raise Forbidden("The notification centre belongs to a user; use a user's token or session.")
+    requested = [c for c in request.query_params.get("channels", "").split(",") if c]
+    for channel in requested:
+        protocol.validate_channel(channel)
+    return identity, caller_channels(identity, requested)
+
+
+class NotificationPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class NotificationListView(APIView):
+    """The caller's notifications: addressed to them, to their channels, or to everyone."""
+
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("unread", bool, description="Only unread ones."),
+            OpenApiParameter("channels", str, description="Comma list of extra channels to include."),
+            OpenApiParameter("page", int),
+        ],
+        responses={200: NotificationSerializer(many=True), 401: ErrorSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        identity, channels = _caller(request)
+        unread = request.query_params.get("unread", "").lower() in ("1", "true", "yes")
+        paginator = NotificationPagination()
+        page = paginator.paginate_queryset(notification_list(identity, channels, unread), request, view=self)
+        return paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
+
+
+class NotificationReadView(APIView):
+    """Mark one notification read."""
+
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(request=None, responses={200: None, 404: ErrorSerializer})
+    def post(self, request: Request, notification_id: int) -> Response:
+        identity, channels = _caller(request)
+        if not notification_mark_read(identity=identity, notification_id=notification_id, channels=channels):
+            raise NotFound("No such notification for you.")
+        return Response({"id": notification_id, "read": True})
+
+
+class NotificationReadAllView(APIView):
+    """Mark every notification of the caller read."""
+
+    permission_classes = [IsAuthenticatedCaller]
+
+    @extend_schema(request=None, responses={200: None})
+    def post(self, request: Request) -> Response:
+        identity, channels = _caller(request)
+        return Response({"marked": notification_mark_all_read(identity=identity, channels=channels)})

@@ -1,0 +1,21 @@
+"""ASGI entry point: HTTP (Django, including the SSE stream) and WebSocket (channels)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+
+from streaming.middleware import IdentityMiddleware  # noqa: E402
+from streaming.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": SessionMiddlewareStack(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,246 @@
+"""The one place where environment variables are read, parsed and validated.
+
+`load_config(environ)` turns a mapping of strings into a frozen `Config`; a bad value raises
+`ConfigError` whose message names the variable, the value and what was expected, so start-up
+can stop with one readable line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEV_JWT_SECRET_KEY = "dev-insecure-websocket-jwt-secret-change-me"
+DEV_SECRET_KEY = "dev-insecure-django-secret-key-change-me"
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_PRODUCTION_KEY_BYTES = 32
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(Exception):
+    """A setting has a value the server cannot run with."""
+
+    def __init__(self, name: str, value: str | None, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"{name}={value!r}: expected {expected}")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the server, typed. Field names are the variable names in lower case."""
+
+    django_secret_key: str
+    django_debug: bool
+    django_allowed_hosts: tuple[str, ...]
+    database_url: str
+    redis_url: str
+    log_level: str
+
+    websocket_enabled: bool
+    sse_enabled: bool
+    websocket_auth_required: bool
+    sse_auth_required: bool
+    api_auth_required: bool
+
+    websocket_heartbeat_interval: float
+    websocket_disconnect_timeout: float
+    websocket_max_connections: int
+    websocket_message_queue_size: int
+    websocket_max_message_size: int
+
+    sse_heartbeat_interval: float
+    sse_max_connections: int
+    sse_retry_timeout: int
+    sse_max_message_size: int
+
+    ws_jwt_secret_key: str
+    ws_jwt_algorithm: str
+    ws_jwt_expire_minutes: int
+    ws_api_key_header: str
+    ws_api_keys: tuple[str, ...] = field(repr=False)
+
+    allowed_origins: tuple[str, ...]
+    allowed_ips: tuple[Network, ...]
+    trusted_proxies: tuple[Network, ...]
+    max_subscriptions_per_connection: int
+    client_rate_limit: float
+    client_rate_burst: int
+    client_publish_enabled: bool
+    channel_history_size: int
+    channel_history_ttl: int
+    registry_flush_interval: float
+
+    @property
+    def uses_dev_jwt_key(self) -> bool:
+        return self.ws_jwt_secret_key == DEV_JWT_SECRET_KEY
+
+    @property
+    def liveness_window(self) -> float:
+        """Seconds after which a silent server process counts as dead (its connections reaped)."""
+        return self.websocket_disconnect_timeout or 60.0
+
+
+class _Reader:
+    """Reads typed values out of an environment mapping, raising ConfigError on bad input."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: Any, parse: Callable[[str], Any], expected: str) -> Any:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, TypeError):
+            raise ConfigError(name, self.environ.get(name), expected) from None
+
+    def string(self, name: str, default: str) -> str:
+        return self._parse(name, default, str, "a string")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            low = raw.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+
+        return self._parse(name, default, parse, "a boolean (true/false, 1/0, yes/no, on/off)")
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if value < minimum:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, parse, f"an integer >= {minimum}")
+
+    def number(self, name: str, default: float, minimum: float = 0, strict: bool = False) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(raw)
+            if value < minimum or (strict and value == minimum):
+                raise ValueError(raw)
+            return value
+
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        return self._parse(name, default, parse, f"a number of seconds {bound}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw not in choices:
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, default, parse, "one of " + ", ".join(choices))
+
+    def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return self._parse(name, default, _split_list, "a comma-separated list")
+
+    def networks(self, name: str) -> tuple[Network, ...]:
+        def parse(raw: str) -> tuple[Network, ...]:
+            return tuple(ipaddress.ip_network(item, strict=False) for item in _split_list(raw))
+
+        return self._parse(name, (), parse, "a comma-separated list of IP addresses or CIDR networks")
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            scheme, sep, rest = raw.partition("://")
+            if not sep or scheme.lower() not in schemes or not rest:
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, default, parse, "a URL with scheme " + " or ".join(schemes))
+
+
+def _split_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate every setting. Raises ConfigError for the first bad value."""
+    env = _Reader(os.environ if environ is None else environ)
+    debug = env.boolean("DJANGO_DEBUG", False)
+    websocket_auth = env.boolean("WEBSOCKET_AUTH_REQUIRED", False)
+    sse_auth = env.boolean("SSE_AUTH_REQUIRED", False)
+    hosts = env.items("DJANGO_ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"))
+    rate = env.number("CLIENT_RATE_LIMIT", 50.0)
+    config = Config(
+        django_secret_key=env.string("DJANGO_SECRET_KEY", DEV_SECRET_KEY),
+        django_debug=debug,
+        django_allowed_hosts=hosts,
+        database_url=env.url("DATABASE_URL", "sqlite:///db.sqlite3", ("sqlite", "postgres", "postgresql", "pgsql")),
+        redis_url=env.url("REDIS_URL", "", ("redis", "rediss", "unix")),
+        log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        websocket_enabled=env.boolean("WEBSOCKET_ENABLED", True),
+        sse_enabled=env.boolean("SSE_ENABLED", True),
+        websocket_auth_required=websocket_auth,
+        sse_auth_required=sse_auth,
+        api_auth_required=env.boolean("API_AUTH_REQUIRED", websocket_auth or sse_auth),
+        websocket_heartbeat_interval=env.number("WEBSOCKET_HEARTBEAT_INTERVAL", 30, strict=True),
+        websocket_disconnect_timeout=env.number("WEBSOCKET_DISCONNECT_TIMEOUT", 60),
+        websocket_max_connections=env.integer("WEBSOCKET_MAX_CONNECTIONS", 1000, minimum=1),
+        websocket_message_queue_size=env.integer("WEBSOCKET_MESSAGE_QUEUE_SIZE", 100, minimum=1),
+        websocket_max_message_size=env.integer("WEBSOCKET_MAX_MESSAGE_SIZE", 65536, minimum=256),
+        sse_heartbeat_interval=env.number("SSE_HEARTBEAT_INTERVAL", 30, strict=True),
+        sse_max_connections=env.integer("SSE_MAX_CONNECTIONS", 500, minimum=1),
+        sse_retry_timeout=env.integer("SSE_RETRY_TIMEOUT", 3000, minimum=0),
+        sse_max_message_size=env.integer("SSE_MAX_MESSAGE_SIZE", 1048576, minimum=256),
+        ws_jwt_secret_key=env.string("WS_JWT_SECRET_KEY", DEV_JWT_SECRET_KEY),
+        ws_jwt_algorithm=env.choice("WS_JWT_ALGORITHM", "HS256", JWT_ALGORITHMS),
+        ws_jwt_expire_minutes=env.integer("WS_JWT_EXPIRE_MINUTES", 60, minimum=1),
+        ws_api_key_header=env.string("WS_API_KEY_HEADER", "X-API-Key"),
+        ws_api_keys=env.items("WS_API_KEYS"),
+        allowed_origins=env.items("ALLOWED_ORIGINS"),
+        allowed_ips=env.networks("ALLOWED_IPS"),
+        trusted_proxies=env.networks("TRUSTED_PROXIES"),
+        max_subscriptions_per_connection=env.integer("MAX_SUBSCRIPTIONS_PER_CONNECTION", 100, minimum=1),
+        client_rate_limit=rate,
+        client_rate_burst=env.integer("CLIENT_RATE_BURST", max(1, int(rate * 2)), minimum=1),
+        client_publish_enabled=env.boolean("CLIENT_PUBLISH_ENABLED", True),
+        channel_history_size=env.integer("CHANNEL_HISTORY_SIZE", 100, minimum=0),
+        channel_history_ttl=env.integer("CHANNEL_HISTORY_TTL", 86400, minimum=1),
+        registry_flush_interval=env.number("REGISTRY_FLUSH_INTERVAL", 1.0, strict=True),
+    )
+    _check_header_name(config.ws_api_key_header, env)
+    if not debug:
+        _check_production(config, env)
+    return config
+
+
+def _check_header_name(header: str, env: _Reader) -> None:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+    if not header or set(header) - allowed:
+        raise ConfigError("WS_API_KEY_HEADER", env.raw("WS_API_KEY_HEADER"), "an HTTP header name")
+
+
+def _check_production(config: Config, env: _Reader) -> None:
+    """With DJANGO_DEBUG=false, refuse the development keys and short JWT keys."""
+    if env.raw("DJANGO_SECRET_KEY") is None:
+        raise ConfigError("DJANGO_SECRET_KEY", None, "a secret key when DJANGO_DEBUG=false")
+    if config.uses_dev_jwt_key:
+        raise ConfigError("WS_JWT_SECRET_KEY", "<development key>", "your own key when DJANGO_DEBUG=false")
+    if len(config.ws_jwt_secret_key.encode()) < MIN_PRODUCTION_KEY_BYTES:
+        raise ConfigError(
+            "WS_JWT_SECRET_KEY",
+            "<redacted>",
+            f"at least {MIN_PRODUCTION_KEY_BYTES} bytes when DJANGO_DEBUG=false",
+        )

@@ -1,0 +1,164 @@
+"""Request and response shapes of the HTTP API (validation and the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from streaming import protocol
+from streaming.errors import InvalidChannel, InvalidMessage
+from streaming.models import Connection
+
+
+class ChannelField(serializers.CharField):
+    """A channel name (SPEC §3)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 100)
+        kwargs.setdefault("help_text", "Channel name: ^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return protocol.validate_channel(value)
+        except InvalidChannel as error:
+            raise serializers.ValidationError(error.detail, code="invalid_channel") from None
+
+
+class UserIdField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 64)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, int) and not isinstance(data, bool):
+            data = str(data)
+        value = super().to_internal_value(data)
+        try:
+            return protocol.validate_user_id(value)
+        except InvalidMessage as error:
+            raise serializers.ValidationError(error.detail) from None
+
+
+class MessageTypeField(serializers.RegexField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 64)
+        super().__init__(protocol.TYPE_RE, **kwargs)
+
+
+class MessageSerializer(serializers.Serializer):
+    """A message to publish: the envelope's `content`, and optionally its `id` and `type`."""
+
+    id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX, help_text="Defaults to a new UUID.")
+    type = MessageTypeField(required=False, default=protocol.DEFAULT_SERVER_TYPE)
+    content = serializers.JSONField(help_text="Any JSON value.")
+
+
+class BroadcastSerializer(serializers.Serializer):
+    message = MessageSerializer()
+
+
+class ChannelPublishSerializer(serializers.Serializer):
+    channel = ChannelField()
+    message = MessageSerializer()
+    persist = serializers.BooleanField(required=False, default=False)
+
+
+class UserPublishSerializer(serializers.Serializer):
+    user_id = UserIdField()
+    message = MessageSerializer()
+
+
+class EventPublishSerializer(serializers.Serializer):
+    """SSE-style publish: `event` becomes the envelope type, `data` its content."""
+
+    channel = ChannelField()
+    event = MessageTypeField(required=False, default=protocol.DEFAULT_SERVER_TYPE)
+    data = serializers.JSONField()
+    id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX)
+    persist = serializers.BooleanField(required=False, default=False)
+
+
+class PublishedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    offset = serializers.IntegerField(required=False, help_text="Only for persisted messages.")
+
+
+class TransportStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    max = serializers.IntegerField()
+    users = serializers.IntegerField()
+
+
+class ChannelStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    subscriptions = serializers.IntegerField()
+
+
+class StatsSerializer(serializers.Serializer):
+    websocket = TransportStatsSerializer()
+    sse = TransportStatsSerializer()
+    channels = ChannelStatsSerializer()
+    total_connections = serializers.IntegerField()
+
+
+class ConnectionSerializer(serializers.ModelSerializer):
+    channels = serializers.SerializerMethodField()
+    process = serializers.CharField(source="process_id")
+
+    class Meta:
+        model = Connection
+        fields = [
+            "id", "transport", "user_id", "user_name", "auth", "ip", "user_agent",
+            "channels", "connected_at", "last_seen", "process",
+        ]  # fmt: skip
+
+    def get_channels(self, connection: Connection) -> list[str]:
+        return sorted(s.channel for s in connection.subscriptions.all())
+
+
+class PresenceSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    connections = serializers.IntegerField()
+    users = serializers.ListField(child=serializers.CharField())
+
+
+class ChannelSummarySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    subscribers = serializers.IntegerField()
+    offset = serializers.IntegerField(help_text="Newest persisted offset (0 when none).")
+
+
+class ChannelDetailSerializer(ChannelSummarySerializer):
+    presence = PresenceSerializer()
+
+
+class EnvelopeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField()
+    channel = serializers.CharField(allow_null=True)
+    content = serializers.JSONField()
+    sender = serializers.JSONField(allow_null=True)
+    timestamp = serializers.CharField()
+    offset = serializers.IntegerField(allow_null=True)
+
+
+class HistorySerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    offset = serializers.IntegerField()
+    messages = EnvelopeSerializer(many=True)
+    recovered = serializers.BooleanField()
+    has_more = serializers.BooleanField()
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    since = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+
+
+class ErrorSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="Error code, e.g. invalid_message, forbidden.")
+    error = serializers.CharField()
+    fields = serializers.DictField(required=False)

@@ -1,0 +1,245 @@
+"""HTTP API of SPEC §7: publish, stats, live connections, channels and their history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from streaming import history, protocol, selectors, services
+from streaming.api import serializers as s
+from streaming.api.authentication import request_identity
+from streaming.api.permissions import IsAuthenticatedWhenRequired
+from streaming.auth import authorize_subscribe
+from streaming.runtime import get_runtime
+
+ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer, 413: s.ErrorSerializer}
+
+
+async def _flush_local() -> None:
+    await get_runtime().registry.flush()
+
+
+def flush_local_registry() -> None:
+    """Write this process's pending registry changes so reads see its own connections."""
+    async_to_sync(_flush_local)()
+
+
+def _accepted(published: services.Published) -> Response:
+    return Response(published.as_ack(), status=status.HTTP_202_ACCEPTED)
+
+
+class BroadcastView(APIView):
+    """Send a message to every connection, on both transports, in every process."""
+
+    @extend_schema(request=s.BroadcastSerializer, responses={202: s.PublishedSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = s.BroadcastSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = body.validated_data["message"]
+        return _accepted(
+            services.broadcast(content=message["content"], type=message["type"], message_id=message.get("id"))
+        )
+
+
+class ChannelPublishView(APIView):
+    """Send a message to a channel's subscribers; with `persist` it is stored first."""
+
+    @extend_schema(request=s.ChannelPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = s.ChannelPublishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data, message = body.validated_data, body.validated_data["message"]
+        return _accepted(
+            services.publish_to_channel(
+                channel=data["channel"],
+                content=message["content"],
+                type=message["type"],
+                message_id=message.get("id"),
+                persist=data["persist"],
+            )
+        )
+
+
+class UserPublishView(APIView):
+    """Send a message to every connection of one user."""
+
+    @extend_schema(request=s.UserPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = s.UserPublishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data, message = body.validated_data, body.validated_data["message"]
+        return _accepted(
+            services.publish_to_user(
+                user_id=data["user_id"], content=message["content"], type=message["type"], message_id=message.get("id")
+            )
+        )
+
+
+class EventPublishView(APIView):
+    """SSE-style publish: `event` is the envelope type, `data` its content (both transports)."""
+
+    @extend_schema(request=s.EventPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = s.EventPublishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        return _accepted(
+            services.publish_to_channel(
+                channel=data["channel"],
+                content=data["data"],
+                type=data["event"],
+                message_id=data.get("id"),
+                persist=data["persist"],
+            )
+        )
+
+
+class StatsView(APIView):
+    """Connection and channel counts across every live process (the design document's keys)."""
+
+    @extend_schema(responses={200: s.StatsSerializer})
+    def get(self, request: Request) -> Response:
+        flush_local_registry()
+        return Response(selectors.connection_stats())
+
+
+class ConnectionPagination(PageNumberPagination):
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class ConnectionListView(APIView):
+    """Live connections of every process, newest first."""
+
+    pagination_class = ConnectionPagination
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("transport", str, enum=["ws", "sse"]),
+            OpenApiParameter("user_id", str),
+            OpenApiParameter("channel", str),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={200: s.ConnectionSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        flush_local_registry()
+        transport = request.query_params.get("transport")
+        if transport not in (None, "", "ws", "sse"):
+            return Response(
+                protocol.error_body("invalid_message", "transport is ws or sse.", {"transport": "invalid"}),
+                status=400,
+            )
+        connections = selectors.connection_list(
+            transport=transport or None,
+            user_id=request.query_params.get("user_id") or None,
+            channel=request.query_params.get("channel") or None,
+        )
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(connections, request, view=self)
+        return paginator.get_paginated_response(s.ConnectionSerializer(page, many=True).data)
+
+
+class ConnectionDetailView(APIView):
+    """One live connection; DELETE closes it (WS close 4409, SSE stream ends)."""
+
+    @extend_schema(responses={200: s.ConnectionSerializer, 404: s.ErrorSerializer})
+    def get(self, request: Request, connection_id: str) -> Response:
+        flush_local_registry()
+        connection = selectors.connection_list().filter(id=connection_id).first()
+        if connection is None:
+            return Response(protocol.error_body("not_found", "No open connection with this id."), status=404)
+        return Response(s.ConnectionSerializer(connection).data)
+
+    @extend_schema(responses={204: None, 404: s.ErrorSerializer})
+    def delete(self, request: Request, connection_id: str) -> Response:
+        services.connection_close(connection_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ChannelListView(APIView):
+    """Channels with live subscribers or persisted history."""
+
+    @extend_schema(responses={200: s.ChannelSummarySerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        flush_local_registry()
+        return Response(selectors.channel_list())
+
+
+class ChannelDetailView(APIView):
+    """One channel: subscribers, presence and newest offset."""
+
+    @extend_schema(responses={200: s.ChannelDetailSerializer, 400: s.ErrorSerializer})
+    def get(self, request: Request, name: str) -> Response:
+        protocol.validate_channel(name)
+        flush_local_registry()
+        presence = selectors.channel_presence(name)
+        return Response(
+            {
+                "name": name,
+                "subscribers": presence["connections"],
+                "offset": history.history_head(name),
+                "presence": presence,
+            }
+        )
+
+
+class ChannelHistoryView(APIView):
+    """A page of a channel's retained history, oldest first; page on with `since`."""
+
+    permission_classes = [IsAuthenticatedWhenRequired]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("since", int), OpenApiParameter("limit", int)],
+        responses={200: s.HistorySerializer, 400: s.ErrorSerializer, 403: s.ErrorSerializer},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        protocol.validate_channel(name)
+        authorize_subscribe(request_identity(request), name)
+        query = s.HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        recovery = history.history_read(name, query.validated_data.get("since"), query.validated_data.get("limit"))
+        return Response(
+            {
+                "channel": name,
+                "offset": recovery.offset,
+                "messages": recovery.messages,
+                "recovered": recovery.recovered,
+                "has_more": recovery.has_more,
+            }
+        )
+
+
+def api_root_links() -> dict[str, Any]:
+    return {
+        "broadcast": "/ws/broadcast",
+        "send_to_channel": "/ws/send-to-channel",
+        "send_to_user": "/ws/send-to-user",
+        "sse_send_to_channel": "/sse/send-to-channel",
+        "stats": "/ws/stats",
+        "connections": "/ws/connections",
+        "channels": "/api/channels/",
+        "token": "/api/token/",
+        "schema": "/api/schema/",
+        "docs": "/api/docs/",
+    }
+
+
+class ApiRootView(APIView):
+    """Links to every endpoint of the API."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response({name: request.build_absolute_uri(path) for name, path in api_root_links().items()})

@@ -1,0 +1,107 @@
+"""Channel history: gapless per-channel offsets, retention, and recovery reads.
+
+Written only for `persist: true` publishes, inside the publisher's transaction; read by WebSocket
+subscribe/history, the history API and the SSE storage, so `since` and `Last-Event-ID` agree.
+Synchronous (ORM); async callers go through `database_sync_to_async`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from streaming.models import Channel, ChannelMessage
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a reader gets back: messages after its position, and whether nothing is missing."""
+
+    channel: str
+    offset: int  # the channel's newest offset (0 if nothing was ever persisted)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    recovered: bool = False
+    has_more: bool = False
+
+
+def history_append(*, channel: str, envelope: dict[str, Any]) -> int:
+    """Store an envelope at the next offset of its channel and return that offset.
+
+    Must run inside a transaction: the UPDATE of the channel head row locks it until commit, so
+    concurrent publishers get consecutive offsets, and a rollback gives the offset back.
+    """
+    if not Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1):
+        try:
+            with transaction.atomic():
+                Channel.objects.create(name=channel, last_offset=1)
+        except IntegrityError:  # another publisher created it first; take the next one
+            Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1)
+    offset = Channel.objects.filter(name=channel).values_list("last_offset", flat=True).get()
+    envelope["offset"] = offset
+    ChannelMessage.objects.create(
+        channel_id=channel,
+        offset=offset,
+        message_id=envelope["id"],
+        type=envelope["type"],
+        content=envelope["content"],
+        sender=envelope["sender"],
+        timestamp=envelope["timestamp"],
+        created_at=timezone.now(),
+    )
+    keep = settings.REALTIME.channel_history_size
+    if offset > keep:
+        ChannelMessage.objects.filter(channel_id=channel, offset__lte=offset - keep).delete()
+    return offset
+
+
+def history_head(channel: str) -> int:
+    """The newest offset of a channel (0 when it has no persisted messages)."""
+    head = Channel.objects.filter(name=channel).values_list("last_offset", flat=True).first()
+    return head or 0
+
+
+def history_read(channel: str, since: int | None = None, limit: int | None = None) -> Recovery:
+    """Retained messages after `since` (all retained ones when None), oldest first.
+
+    `recovered` is true when `since` was given and every message after it is returned or
+    follows in the next page; false when history no longer reaches back to `since + 1`.
+    """
+    head = history_head(channel)
+    limit = limit or settings.REALTIME.channel_history_size or 1
+    if head == 0 or (since is not None and since > head):
+        # No history, or a position from a history that no longer exists (e.g. reset).
+        return Recovery(channel, head, recovered=since is not None and since == head)
+    rows = _retained(channel)
+    if since is not None:
+        rows = rows.filter(offset__gt=since)
+        page = list(rows[: limit + 1])
+    else:
+        # A new subscriber: the newest `limit` retained messages, oldest first.
+        page = list(reversed(rows.order_by("-offset")[: limit + 1]))
+        if len(page) > limit:
+            page = page[1:]
+            return Recovery(channel, head, [row.envelope() for row in page], False, False)
+    has_more = len(page) > limit
+    page = page[:limit]
+    recovered = since is not None and (since == head or (bool(page) and page[0].offset == since + 1))
+    return Recovery(channel, head, [row.envelope() for row in page], recovered, has_more)
+
+
+def history_expire() -> int:
+    """Delete messages older than CHANNEL_HISTORY_TTL; returns how many went."""
+    deleted, _ = ChannelMessage.objects.filter(created_at__lt=_cutoff()).delete()
+    return deleted
+
+
+def _retained(channel: str):
+    return ChannelMessage.objects.filter(channel_id=channel, created_at__gte=_cutoff()).order_by("offset")
+
+
+def _cutoff():
+    return timezone.now() - timedelta(seconds=settings.REALTIME.channel_history_ttl)

@@ -1,0 +1,152 @@
+"""The per-process hub: one bus subscription per channel, fan-out to local subscribers.
+
+Connections do not sit in channel-layer groups themselves. The process joins the group of every
+channel that has at least one local subscriber (WebSocket consumer or SSE listener) and hands the
+one bus message it receives per publish — an already-encoded envelope — to each of them. This
+keeps the bus cost per publish independent of the number of subscribers (Centrifugo's node hub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from streaming import protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """Something local that receives channel messages: a WS consumer or an SSE listener."""
+
+    connection_id: str
+
+    def deliver(self, channel: str, offset: int | None, text: str) -> None:
+        """Called for every message of a joined channel; must not block."""
+
+
+class Hub:
+    """Channel → local subscribers, and the one bus channel of this process."""
+
+    def __init__(self, layer: Any = None) -> None:
+        self.layer = layer or get_channel_layer()
+        self.channel_name: str | None = None
+        self._members: dict[str, set[Subscriber]] = {}
+        self._links: dict[str, asyncio.Future] = {}
+        self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish}
+        self._task: asyncio.Task | None = None
+        self._start_lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Open this process's bus channel and start receiving (idempotent)."""
+        async with self._start_lock:
+            if self.channel_name is None:
+                self.channel_name = await self.layer.new_channel("hub.")
+                self._task = asyncio.create_task(self._receive_loop(), name="streaming-hub")
+        return self.channel_name
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def on(self, message_type: str, handler: Callable[[dict], Any]) -> None:
+        """Route bus messages of `message_type` (sent to this process's channel) to a handler."""
+        self._handlers[message_type] = handler
+
+    # -- membership -----------------------------------------------------------------------
+
+    async def join(self, channel: str, subscriber: Subscriber) -> None:
+        """Add a local subscriber; the first one makes the process join the channel's group."""
+        members = self._members.get(channel)
+        if members is None:
+            members = self._members[channel] = set()
+            self._link(channel, self.layer.group_add)
+        members.add(subscriber)
+        await asyncio.shield(self._links[channel])
+
+    def leave(self, channel: str, subscriber: Subscriber) -> None:
+        """Remove a local subscriber; the last one makes the process leave the group."""
+        members = self._members.get(channel)
+        if members is None or subscriber not in members:
+            return
+        members.discard(subscriber)
+        if not members:
+            del self._members[channel]
+            self._link(channel, self.layer.group_discard)
+
+    def _link(self, channel: str, operation: Callable[[str, str], Awaitable[None]]) -> None:
+        """Chain group_add/group_discard per channel so they reach the layer in order."""
+        previous = self._links.get(channel)
+        group = protocol.group_name(channel)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await operation(group, self.channel_name)
+
+        link = asyncio.ensure_future(run())
+        link.add_done_callback(lambda done: self._link_done(channel, done))
+        self._links[channel] = link
+
+    def _link_done(self, channel: str, link: asyncio.Future) -> None:
+        if not link.cancelled() and link.exception() is not None:
+            logger.error("bus membership change for %s failed: %r", channel, link.exception())
+        if self._links.get(channel) is link and channel not in self._members:
+            del self._links[channel]
+
+    def members(self, channel: str) -> set[Subscriber]:
+        return self._members.get(channel, set())
+
+    def channels(self) -> list[str]:
+        return list(self._members)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("bus receive failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            handler = self._handlers.get(message.get("type"))
+            if handler is None:
+                logger.warning("bus message of unknown type %r ignored", message.get("type"))
+                continue
+            try:
+                handler(message)
+            except Exception:
+                logger.exception("bus message handler for %r failed", message.get("type"))
+
+    def hub_publish(self, message: dict) -> None:
+        """Hand one published envelope to every local subscriber of its channel."""
+        members = self._members.get(message["channel"])
+        if not members:
+            return
+        channel, offset, text = message["channel"], message.get("offset"), message["text"]
+        # deliver() never changes membership synchronously, so the set can be iterated as is.
+        for subscriber in members:
+            subscriber.deliver(channel, offset, text)
+
+
+def bus_message(channel: str, text: str, offset: int | None) -> dict[str, Any]:
+    """The bus message of one publish: the encoded envelope plus what routing needs."""
+    return {
+        "type": "hub.publish",
+        "channel": channel,
+        "offset": offset,
+        "text": text,
+        "sent_at": time.time(),
+    }

@@ -1,0 +1,84 @@
+"""The server-side Python API of the design document: `connection_manager`.
+
+    from streaming import connection_manager, NotificationMessage
+
+    await connection_manager.broadcast_to_all({"type": "news", "content": {...}})
+    await connection_manager.broadcast_to_channel("important_updates", message, persist=True)
+    await connection_manager.send_to_user("user123", NotificationMessage(title="Hi"))
+
+A message is a `NotificationMessage` (stored as a notification, delivered as `notification`), a
+dict with `content` and optionally `type` and `id`, or any other JSON value (the content of a
+`message`). Every method is a coroutine; sync code calls `streaming.services` directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from notifications.messages import NotificationMessage
+from notifications.services import anotification_create
+from streaming import protocol, selectors, services
+from streaming.registry import reap_dead_processes
+from streaming.runtime import get_runtime
+
+
+def _parts(message: Any) -> dict[str, Any]:
+    if isinstance(message, dict) and "content" in message:
+        return {
+            "content": message["content"],
+            "type": message.get("type") or protocol.DEFAULT_SERVER_TYPE,
+            "message_id": message.get("id"),
+        }
+    return {"content": message, "type": protocol.DEFAULT_SERVER_TYPE, "message_id": None}
+
+
+class ConnectionManager:
+    """Publish to connections and inspect them from server code."""
+
+    async def broadcast_to_all(self, message: Any) -> services.Published | Any:
+        """Send to every connection on both transports."""
+        if isinstance(message, NotificationMessage):
+            return await anotification_create(message=message)
+        return await services.abroadcast(**_parts(message))
+
+    async def broadcast_to_channel(self, channel: str, message: Any, persist: bool = False) -> Any:
+        """Send to a channel's subscribers; `persist=True` stores it for recovery and new subscribers."""
+        if isinstance(message, NotificationMessage):
+            return await anotification_create(message=message, channel=channel)
+        return await services.apublish_to_channel(channel=channel, persist=persist, **_parts(message))
+
+    async def send_to_user(self, user_id: str, message: Any) -> Any:
+        """Send to every connection of one user."""
+        if isinstance(message, NotificationMessage):
+            return await anotification_create(message=message, user_id=user_id)
+        return await services.apublish_to_user(user_id=user_id, **_parts(message))
+
+    async def disconnect(self, connection_id: str, code: int = protocol.CloseCode.CLOSED_BY_ADMIN) -> None:
+        """Close a connection in whichever process holds it."""
+        await services.aconnection_close(connection_id, code)
+
+    async def cleanup_inactive_connections(self) -> int:
+        """Close this process's idle connections and reap dead processes' rows; returns the count."""
+        runtime = get_runtime()
+        config = runtime.config
+        closed = 0
+        if config.websocket_disconnect_timeout:
+            now = time.time()
+            for connection in list(runtime.registry.connections.values()):
+                if connection.transport == "ws" and now - connection.last_seen > config.websocket_disconnect_timeout:
+                    connection.close(protocol.CloseCode.IDLE, "idle timeout")
+                    closed += 1
+        await runtime.registry.flush()
+        reaped = await database_sync_to_async(reap_dead_processes)(config.liveness_window, runtime.registry.process_id)
+        return closed + reaped
+
+    async def get_stats(self) -> dict[str, Any]:
+        """The `/ws/stats` document."""
+        await get_runtime().registry.flush()
+        return await database_sync_to_async(selectors.connection_stats)()
+
+
+connection_manager = ConnectionManager()

@@ -1,0 +1,97 @@
+"""Reads of the realtime core: live connections, stats and presence across every process.
+
+A connection is live when its row is open and its process has a fresh heartbeat, so a dead
+process's connections stop counting at once, before they are reaped. Synchronous (ORM).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from streaming.models import Channel, Connection, ServerProcess, Subscription
+
+PRESENCE_USERS_MAX = 1000
+
+
+def live_processes() -> QuerySet[ServerProcess]:
+    fresh = timezone.now() - timedelta(seconds=settings.REALTIME.liveness_window)
+    return ServerProcess.objects.filter(stopped_at__isnull=True, last_heartbeat__gte=fresh)
+
+
+def live_connections() -> QuerySet[Connection]:
+    """Open connections of live processes, newest first."""
+    return Connection.objects.filter(closed_at__isnull=True, process__in=live_processes())
+
+
+def connection_list(
+    *, transport: str | None = None, user_id: str | None = None, channel: str | None = None
+) -> QuerySet[Connection]:
+    """Live connections, filtered; each with its explicit channels prefetched."""
+    connections = live_connections()
+    if transport:
+        connections = connections.filter(transport=transport)
+    if user_id:
+        connections = connections.filter(user_id=user_id)
+    if channel:
+        connections = connections.filter(subscriptions__channel=channel)
+    return connections.prefetch_related("subscriptions").order_by("-connected_at", "id")
+
+
+def connection_stats() -> dict[str, Any]:
+    """The stats document of SPEC §7 (the design document's keys), for the whole cluster."""
+    config = settings.REALTIME
+    processes = max(1, live_processes().count())
+    counts = live_connections().aggregate(
+        ws=Count("id", filter=Q(transport="ws")),
+        ws_users=Count("user_id", filter=Q(transport="ws"), distinct=True),
+        sse=Count("id", filter=Q(transport="sse")),
+        sse_users=Count("user_id", filter=Q(transport="sse"), distinct=True),
+    )
+    subscriptions = Subscription.objects.filter(connection__in=live_connections())
+    return {
+        "websocket": {
+            "total": counts["ws"],
+            "max": config.websocket_max_connections * processes,
+            "users": counts["ws_users"],
+        },
+        "sse": {
+            "total": counts["sse"],
+            "max": config.sse_max_connections * processes,
+            "users": counts["sse_users"],
+        },
+        "channels": {
+            "total": subscriptions.values("channel").distinct().count(),
+            "subscriptions": subscriptions.count(),
+        },
+        "total_connections": counts["ws"] + counts["sse"],
+    }
+
+
+def channel_presence(channel: str) -> dict[str, Any]:
+    """Who is subscribed to a channel right now: connection count and distinct user ids."""
+    subscribers = live_connections().filter(subscriptions__channel=channel)
+    users = (
+        subscribers.exclude(user_id__isnull=True)
+        .values_list("user_id", flat=True)
+        .distinct()
+        .order_by("user_id")[:PRESENCE_USERS_MAX]
+    )
+    return {"channel": channel, "connections": subscribers.count(), "users": list(users)}
+
+
+def channel_list() -> list[dict[str, Any]]:
+    """Channels with live subscribers or history: subscriber counts and newest offsets."""
+    counts = dict(
+        Subscription.objects.filter(connection__in=live_connections())
+        .values_list("channel")
+        .annotate(n=Count("id"))
+        .values_list("channel", "n")
+    )
+    heads = dict(Channel.objects.values_list("name", "last_offset"))
+    names = sorted(set(counts) | set(heads))
+    return [{"name": n, "subscribers": counts.get(n, 0), "offset": heads.get(n, 0)} for n in names]
