@@ -206,16 +206,17 @@ class StreamConsumer(AsyncConsumer):
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.push(protocol.encode(frame))
 
-    def deliver(self, channel: str, offset: int | None, text: str) -> None:
-        """Called by the hub for each message of a joined channel."""
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Called by the hub for each bus message of a joined channel."""
+        channel, offset = message["channel"], message["offset"]
         if self._replaying:
             buffered = self._replaying.get(channel)
             if buffered is not None:
-                buffered.append((offset, text))
+                buffered.append((offset, message["text"]))
                 return
         if offset is not None and offset <= self._floors.get(channel, 0):
             return  # already delivered from history
-        self.push(text)
+        self.push(message["text"])
 
     def tick(self, now: float) -> None:
         """Called by the registry about once a second."""

@@ -26,8 +26,12 @@ class Subscriber(Protocol):
 
     connection_id: str
 
-    def deliver(self, channel: str, offset: int | None, text: str) -> None:
-        """Called for every message of a joined channel; must not block."""
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Called for every bus message of a joined channel (see `bus_message`); must not block.
+
+        The same dict goes to every local subscriber: a subscriber may cache a derived encoding
+        in it (the SSE frame), and must not change what is there.
+        """
 
 
 class Hub:
@@ -135,18 +139,21 @@ class Hub:
         members = self._members.get(message["channel"])
         if not members:
             return
-        channel, offset, text = message["channel"], message.get("offset"), message["text"]
         # deliver() never changes membership synchronously, so the set can be iterated as is.
         for subscriber in members:
-            subscriber.deliver(channel, offset, text)
+            subscriber.deliver(message)
 
 
-def bus_message(channel: str, text: str, offset: int | None) -> dict[str, Any]:
-    """The bus message of one publish: the encoded envelope plus what routing needs."""
+def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
+    """The bus message of one publish: the encoded envelope plus what routing needs.
+
+    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`.
+    """
     return {
         "type": "hub.publish",
         "channel": channel,
         "offset": offset,
+        "event": event,
         "text": text,
         "sent_at": time.time(),
     }

@@ -101,7 +101,8 @@ def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:
 async def asend_to_bus(outgoing: Outgoing) -> None:
     """Hand an encoded envelope to the channel layer; Unavailable if the bus is down."""
     layer = get_channel_layer()
-    message = bus_message(outgoing.channel, outgoing.text, outgoing.envelope["offset"])
+    envelope = outgoing.envelope
+    message = bus_message(outgoing.channel, outgoing.text, envelope["offset"], envelope["type"])
     try:
         await layer.group_send(protocol.group_name(outgoing.channel), message)
     except Exception as error:  # redis-py raises several unrelated types when Redis is away

@@ -1,0 +1,85 @@
+"""Shared fixtures: settings overrides, consumer communicators, real daphne servers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+
+from tests.support.server import LiveServer, migrate, sqlite_url
+
+
+@pytest.fixture
+def realtime(settings) -> Callable[..., None]:
+    """Override fields of settings.REALTIME for one test: `realtime(client_rate_limit=5)`."""
+
+    def override(**changes) -> None:
+        settings.REALTIME = dataclasses.replace(django_settings.REALTIME, **changes)
+
+    return override
+
+
+@pytest.fixture
+async def ws_app() -> AsyncIterator:
+    """The project's WebSocket ASGI app, with this loop's runtime stopped afterwards."""
+    from realtime_project.asgi import application
+    from streaming.runtime import _runtimes
+
+    yield application
+    import asyncio
+
+    runtime = _runtimes.pop(asyncio.get_running_loop(), None)
+    if runtime is not None:
+        await runtime.stop()
+    layer = get_channel_layer()
+    if hasattr(layer, "flush"):
+        await layer.flush()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def connect(ws_app) -> Callable:
+    """Open a WebsocketCommunicator on /ws/connect and read the greeting: `await connect()`."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_connection(query: str = "", headers=None, subprotocols=None, greet: bool = True):
+        path = "/ws/connect" + (f"?{query}" if query else "")
+        communicator = WebsocketCommunicator(ws_app, path, headers=headers or [], subprotocols=subprotocols)
+        opened.append(communicator)
+        connected, _ = await communicator.connect()
+        assert connected
+        if greet:
+            greeting = await communicator.receive_json_from()
+            assert greeting["type"] == "connected", greeting
+            communicator.greeting = greeting
+        return communicator
+
+    yield open_connection
+    # Communicators are disconnected by the tests that care; the app instances die with the loop.
+
+
+@pytest.fixture(scope="module")
+def live_server_factory(tmp_path_factory) -> Iterator[Callable[..., LiveServer]]:
+    """Start real daphne processes sharing one migrated SQLite database (module scope)."""
+    database = sqlite_url(str(tmp_path_factory.mktemp("db")))
+    migrate(database)
+    servers: list[LiveServer] = []
+
+    def start(**env) -> LiveServer:
+        server = LiveServer(database, **env).start()
+        servers.append(server)
+        return server
+
+    start.database_url = database
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def live_server(live_server_factory) -> LiveServer:
+    return live_server_factory()

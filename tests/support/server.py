@@ -1,0 +1,108 @@
+"""Real daphne processes for end-to-end tests, started the way `make run` starts one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "SSE_", "WS_", "REDIS_URL"))}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "realtime_project.settings",
+            "DJANGO_DEBUG": "true",
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+            "REGISTRY_FLUSH_INTERVAL": "0.2",
+        }
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=base_env(database_url),
+        check=True,
+    )
+
+
+def sqlite_url(directory: str | None = None) -> str:
+    directory = directory or tempfile.mkdtemp(prefix="realtime-test-")
+    return f"sqlite:///{directory}/db.sqlite3"
+
+
+class LiveServer:
+    """One daphne process on a free port; restartable on the same port and database."""
+
+    def __init__(self, database_url: str, port: int | None = None, **env: str) -> None:
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.env = base_env(database_url, **env)
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix=f"daphne-{self.port}-", suffix=".log")[1])
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> LiveServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
+             "realtime_project.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.http + "/api/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne did not start on {self.port}:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> LiveServer:
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

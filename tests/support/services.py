@@ -1,0 +1,62 @@
+"""Real services for tests: Redis and PostgreSQL, skipped locally when absent, never under CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(url: str, what: str) -> None:
+    """Skip when the service is missing locally; fail under CI, where it must be there."""
+    if reachable(url):
+        return
+    message = f"{what} is not reachable at {url}"
+    if IN_CI:
+        pytest.fail(message + " (CI must provide it)")
+    pytest.skip(message)
+
+
+def require_redis() -> str:
+    require(REDIS_URL, "Redis")
+    return REDIS_URL
+
+
+def create_postgres_database() -> str:
+    """Create a fresh PostgreSQL database; returns its URL."""
+    require(POSTGRES_URL, "PostgreSQL")
+    import psycopg
+
+    name = f"realtime_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_psycopg_dsn(POSTGRES_URL), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(POSTGRES_URL)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(_psycopg_dsn(POSTGRES_URL), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _psycopg_dsn(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
