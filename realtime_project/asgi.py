@@ -3,6 +3,7 @@
 import os
 
 from django.core.asgi import get_asgi_application
+from django.urls import re_path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
 django_asgi_app = get_asgi_application()
@@ -11,11 +12,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from streaming.middleware import IdentityMiddleware  # noqa: E402
-from streaming.routing import websocket_urlpatterns  # noqa: E402
+from streaming.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": SessionMiddlewareStack(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

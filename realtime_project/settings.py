@@ -165,6 +165,11 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
 }
 
+# django-eventstream's storage and channel manager are ours: `send_event` persists into the
+# channel history and delivers on the bus to WebSocket and SSE subscribers alike.
+EVENTSTREAM_STORAGE_CLASS = "streaming.eventstream.HistoryStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "streaming.eventstream.ChannelPermissions"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

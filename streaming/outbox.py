@@ -27,28 +27,37 @@ class OutboxFull(Exception):
 class Outbox:
     """A bounded FIFO of frames with one waiting reader (the connection's writer task)."""
 
-    __slots__ = ("_items", "_waiter", "limit")
+    __slots__ = ("_items", "_waiter", "closed", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._items: deque[str] = deque()
+        self.closed = False
+        self._items: deque[Any] = deque()
         self._waiter: asyncio.Future | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, text: str) -> None:
+    def put(self, frame: Any) -> None:
         """Queue a frame without blocking; raises OutboxFull at the limit."""
         if len(self._items) >= self.limit:
             raise OutboxFull
-        self._items.append(text)
+        self._items.append(frame)
+        self._wake()
+
+    def close(self) -> None:
+        """No more frames: the reader gets what is queued, then an empty batch."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def take(self) -> list[str]:
-        """Wait for at least one frame and return every frame queued so far."""
-        while not self._items:
+    async def take(self) -> list[Any]:
+        """Wait for frames and return all queued so far; an empty list once closed and drained."""
+        while not self._items and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

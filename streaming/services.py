@@ -121,7 +121,7 @@ def _log_undelivered(outgoing: Outgoing) -> None:
     )  # fmt: skip
 
 
-def _send_after_commit(outgoing: Outgoing) -> None:
+def send_after_commit(outgoing: Outgoing) -> None:
     """Deliver a committed message; if the bus is down it stays recoverable from history."""
     try:
         send_to_bus(outgoing)
@@ -161,7 +161,7 @@ def publish_to_channel(
         return outgoing.published
     with transaction.atomic():
         outgoing = prepare(channel, envelope, persist=True)
-        transaction.on_commit(partial(_send_after_commit, outgoing))
+        transaction.on_commit(partial(send_after_commit, outgoing))
     return outgoing.published
 
 
