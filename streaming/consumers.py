@@ -40,7 +40,7 @@ from streaming.errors import (
 )
 from streaming.history import history_read
 from streaming.limits import TokenBucket
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain, write_buffer_probe
+from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, unwrap_send, wait_for_drain, write_buffer_probe
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
@@ -186,7 +186,7 @@ class StreamConsumer(AsyncConsumer):
     async def _write_loop(self) -> None:
         """The connection's writer: drains the outbox into the socket, pausing on backpressure."""
         probe = write_buffer_probe(self.base_send)
-        send = self.base_send
+        send = unwrap_send(self.base_send)  # we never modify the session: skip its per-frame checks
         while True:
             for text in await self.outbox.take():
                 await send({"type": "websocket.send", "text": text})

@@ -68,6 +68,17 @@ class Outbox:
         return items
 
 
+def unwrap_send(send: Any) -> Any:
+    """The server's own `send` under middleware wrappers (channels' session middleware keeps it
+    as `real_send`). Frames sent after the handshake need none of the wrappers' work."""
+    for _ in range(8):
+        inner = getattr(getattr(send, "__self__", None), "real_send", None)
+        if inner is None:
+            break
+        send = inner
+    return send
+
+
 def write_buffer_probe(send: Any) -> Callable[[], int] | None:
     """A function returning the bytes waiting in daphne's socket write buffer, else None.
 
@@ -75,6 +86,7 @@ def write_buffer_probe(send: Any) -> Callable[[], int] | None:
     the protocol's Twisted transport keeps unsent bytes in `dataBuffer` and `_tempDataBuffer`.
     Other servers (uvicorn) apply backpressure in `send` itself and need no probe.
     """
+    send = unwrap_send(send)
     if not isinstance(send, functools.partial) or not send.args:
         return None
     protocol = send.args[0]

@@ -3,15 +3,30 @@
 Everything else over HTTP (API, admin, pages) is Django's, routed after these.
 """
 
+from typing import Any
+
 from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
-from django.urls import path
+from django.urls import path, re_path
 
 from streaming.consumers import StreamConsumer
 from streaming.middleware import IdentityMiddleware
 from streaming.sse import EventStreamEndpoint
 
-websocket_urlpatterns = [path("ws/connect", StreamConsumer.as_asgi())] if settings.REALTIME.websocket_enabled else []
+
+async def refuse_websocket(scope: dict, receive: Any, send: Any) -> None:
+    """Any other WebSocket path (or all of them when WEBSOCKET_ENABLED=false): refuse the handshake.
+
+    A close before accept is daphne's HTTP 403; without this route the router raises (HTTP 500).
+    """
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 1008})
+
+
+websocket_urlpatterns = [
+    *([path("ws/connect", StreamConsumer.as_asgi())] if settings.REALTIME.websocket_enabled else []),
+    re_path(r"", refuse_websocket),
+]
 
 http_urlpatterns = (
     [path("sse/connect", SessionMiddlewareStack(IdentityMiddleware(EventStreamEndpoint())))]

@@ -32,7 +32,7 @@ from streaming.errors import (
     Unavailable,
 )
 from streaming.history import history_read
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain, write_buffer_probe
+from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, unwrap_send, wait_for_drain, write_buffer_probe
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
 
@@ -209,8 +209,8 @@ class SSEListener:
             self.connection_id, self.ip, self.identity.user_id or "-", self.identity.kind,
         )  # fmt: skip
         try:
-            self.push(f"retry: {self.runtime.config.sse_retry_timeout}\n\n".encode())
-            self.push(sse_event("connected", protocol.encode(self._greeting())))
+            retry = f"retry: {self.runtime.config.sse_retry_timeout}\n".encode()
+            self.push(retry + sse_event("connected", protocol.encode(self._greeting())))
             await self._open_channels()
             await asyncio.wait([writer, gone], return_when=asyncio.FIRST_COMPLETED)
         except Exception:
@@ -271,11 +271,12 @@ class SSEListener:
 
     async def _write_loop(self) -> None:
         probe = write_buffer_probe(self.send)
+        send = unwrap_send(self.send)  # body chunks need nothing from the session middleware
         while True:
             frames = await self.outbox.take()
             if not frames:
                 break  # closed and drained
-            await self.send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+            await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
             if probe is not None and probe() > HIGH_WATER:
                 await wait_for_drain(probe)
         await self.send({"type": "http.response.body", "body": self._final, "more_body": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -11,6 +12,9 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from tests.support.server import LiveServer, migrate, sqlite_url
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 @pytest.fixture
@@ -83,3 +87,9 @@ def live_server_factory(tmp_path_factory) -> Iterator[Callable[..., LiveServer]]
 @pytest.fixture(scope="module")
 def live_server(live_server_factory) -> LiveServer:
     return live_server_factory()
+
+
+@pytest.fixture(autouse=True)
+def _live_server_helper():
+    """Shadow pytest-django's helper for its own `live_server`: ours is a real daphne process."""
+    yield

@@ -60,3 +60,52 @@ def drop_postgres_database(url: str) -> None:
 
 def _psycopg_dsn(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, so it can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        import shutil
+
+        from tests.support.server import free_port
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if IN_CI:
+                pytest.fail("redis-server is not installed (CI must provide it)")
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not reachable(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)

@@ -1,0 +1,132 @@
+"""End to end against real daphne processes: the product as `make run` starts it."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import struct
+
+import httpx
+import pytest
+import websockets
+
+from tests.support.clients import WSClient
+
+pytestmark = pytest.mark.server
+
+
+async def test_two_clients_receive_envelope_published_over_http(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as first, WSClient(live_server.ws + "/ws/connect") as second:
+        for client in (first, second):
+            assert (await client.call("subscribe", {"channel": "news"}))["type"] == "subscribed"
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                live_server.http + "/ws/send-to-channel",
+                json={"channel": "news", "message": {"type": "news_update", "content": {"title": "hi"}}},
+            )
+        assert response.status_code == 202
+        published_id = response.json()["id"]
+        for client in (first, second):
+            envelope = await client.recv()
+            assert envelope["id"] == published_id
+            assert envelope["type"] == "news_update" and envelope["channel"] == "news"
+            assert envelope["content"] == {"title": "hi"}
+
+
+async def test_seed_websocket_example_frames(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as client:
+        pong = await client.call("ping")
+        assert pong["type"] == "pong"
+        assert (await client.call("subscribe", {"channel": "test_channel"}))["content"]["channel"] == "test_channel"
+        ack = await client.call("send_to_channel", {"channel": "test_channel", "content": "Привет всем!"})
+        # the subscriber gets its own message (possibly before the ack)
+        assert ack["type"] in ("ack", "text")
+
+
+async def test_delete_connection_closes_it_with_4409(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as client:
+        connection_id = client.greeting["data"]["connection_id"]
+        async with httpx.AsyncClient() as http:
+            listed = (await http.get(live_server.http + "/ws/connections")).json()
+            assert connection_id in {c["id"] for c in listed["results"]}
+            response = await http.delete(f"{live_server.http}/ws/connections/{connection_id}")
+        assert response.status_code == 204
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await client.recv(timeout=2)
+        assert closed.value.rcvd.code == 4409
+
+
+async def test_stats_count_real_connections(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as client:
+        await client.call("subscribe", {"channel": "stats-a"})
+        async with httpx.AsyncClient() as http:
+            stats = (await http.get(live_server.http + "/ws/stats")).json()
+        assert stats["websocket"]["total"] >= 1
+        assert stats["channels"]["subscriptions"] >= 1
+
+
+def _raw_websocket(port: int) -> socket.socket:
+    """A WebSocket whose reader never reads: the kernel buffers fill and daphne must hold back."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        b"GET /ws/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response
+    return sock
+
+
+def _send_frame(sock: socket.socket, text: str) -> None:
+    payload = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+
+
+async def test_slow_consumer_is_closed_4429_and_others_keep_receiving(live_server_factory):
+    server = live_server_factory(WEBSOCKET_MESSAGE_QUEUE_SIZE="20")
+    slow = _raw_websocket(server.port)
+    _send_frame(slow, '{"action":"subscribe","data":{"channel":"firehose"}}')
+    body = {"channel": "firehose", "message": {"content": "x" * 20000}}
+    published = 0
+    async with WSClient(server.ws + "/ws/connect", max_size=None) as healthy, httpx.AsyncClient() as http:
+        await healthy.call("subscribe", {"channel": "firehose"})
+        healthy_id = healthy.greeting["data"]["connection_id"]
+        while published < 600:  # up to 12 MB to a reader that never reads
+            assert (await http.post(server.http + "/ws/send-to-channel", json=body)).status_code == 202
+            published += 1
+            assert (await healthy.recv())["channel"] == "firehose"  # the healthy one keeps receiving
+            listed = (await http.get(server.http + "/ws/connections?channel=firehose")).json()["results"]
+            if [c["id"] for c in listed] == [healthy_id]:
+                break
+        assert published < 600, "the slow consumer was never disconnected"
+    slow.close()
+    # Disconnected well before everything was buffered for it: the outbox (20 messages) and
+    # daphne's write buffer (HIGH_WATER) bound the memory a reader that stopped can hold.
+    assert published * 20000 < 8 * 1024 * 1024
+    assert "slow consumer" in server.log()
+    rows = sqlite3.connect(server.database_url.removeprefix("sqlite:///")).execute(
+        "select close_code from streaming_connection where closed_at is not null and close_code = 4429"
+    )
+    assert len(rows.fetchall()) == 1
+
+
+async def test_websocket_disabled_refuses_the_handshake(live_server_factory):
+    server = live_server_factory(WEBSOCKET_ENABLED="false")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(server.ws + "/ws/connect")
+    # daphne answers a refused WebSocket handshake with 403; it cannot send a 404 there
+    assert refused.value.response.status_code == 403
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(server.http + "/api/")).status_code == 200
+        assert (await http.post(server.http + "/ws/broadcast", json={"message": {"content": 1}})).status_code == 202
+
+
+async def test_unknown_websocket_path_is_refused_not_a_server_error(live_server):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(live_server.ws + "/ws/nowhere")
+    assert refused.value.response.status_code == 403

@@ -1,0 +1,143 @@
+"""Several daphne processes on one real Redis: one publish reaches WS and SSE clients everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.support.clients import SSEReader, WSClient
+from tests.support.server import ROOT, base_env
+from tests.support.services import PrivateRedis
+
+pytestmark = [pytest.mark.redis, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(live_server_factory, redis_server):
+    """Two daphne processes on one database and one Redis."""
+    return [live_server_factory(REDIS_URL=redis_server.url) for _ in range(2)]
+
+
+def test_redis_url_selects_the_redis_pubsub_layer(redis_server, live_server_factory):
+    code = "import django; django.setup(); from channels.layers import get_channel_layer; print(type(get_channel_layer()).__module__, type(get_channel_layer()).__name__)"
+    env = base_env(live_server_factory.database_url, REDIS_URL=redis_server.url)
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    assert output.stdout.split() == ["channels_redis.pubsub", "RedisPubSubChannelLayer"]
+
+
+async def test_publish_on_one_process_reaches_ws_and_sse_clients_on_the_other(cluster, redis_server):
+    a, b = cluster
+    async with WSClient(b.ws + "/ws/connect") as ws, SSEReader(b.http + "/sse/connect?channels=cross") as sse:
+        await ws.call("subscribe", {"channel": "cross"})
+        await sse.until("stream-open")
+        # the bus really is Redis: process B's hub has subscribed to the channel's group there
+        channels = [c.decode() for c in redis_server.client().pubsub_channels("realtime*")]
+        assert any("__group__rt.ch." in c for c in channels)
+        async with httpx.AsyncClient() as http:
+            published = (
+                await http.post(
+                    a.http + "/ws/send-to-channel", json={"channel": "cross", "message": {"content": "from A"}}
+                )
+            ).json()
+        assert (await ws.recv())["id"] == published["id"]
+        event = await sse.next_event()
+        assert event["data"]["id"] == published["id"] and event["data"]["content"] == "from A"
+
+
+async def test_ws_client_publish_reaches_other_process_and_personal_channel(cluster):
+    from streaming.auth import authenticator
+
+    a, b = cluster
+    token = authenticator.create_access_token({"sub": "carol"})
+    async with (
+        WSClient(f"{a.ws}/ws/connect?token={token}") as carol_a,
+        SSEReader(f"{b.http}/sse/connect?token={token}") as carol_b,
+    ):
+        await carol_b.until("stream-open")
+        async with WSClient(b.ws + "/ws/connect") as sender:
+            await sender.call("send_to_user", {"user_id": "carol", "content": "hello carol"})
+        assert (await carol_a.recv())["content"] == "hello carol"
+        assert (await carol_b.next_event())["data"]["content"] == "hello carol"
+
+
+async def test_stats_presence_and_delete_across_processes(cluster):
+    from streaming.auth import authenticator
+
+    a, b = cluster
+    token = authenticator.create_access_token({"sub": "dave"})
+    async with WSClient(f"{a.ws}/ws/connect?token={token}") as on_a, WSClient(b.ws + "/ws/connect") as on_b:
+        await on_a.call("subscribe", {"channel": "room"})
+        await on_b.call("subscribe", {"channel": "room"})
+        await asyncio.sleep(0.5)  # let process A flush its registry (REGISTRY_FLUSH_INTERVAL=0.2)
+        presence = await on_b.call("presence", {"channel": "room"})
+        assert presence["content"] == {"channel": "room", "connections": 2, "users": ["dave"]}
+        async with httpx.AsyncClient() as http:
+            stats_a = (await http.get(a.http + "/ws/stats")).json()
+            stats_b = (await http.get(b.http + "/ws/stats")).json()
+            assert stats_a == stats_b
+            assert stats_a["websocket"]["total"] == 2 and stats_a["websocket"]["max"] == 2000
+            listed = (await http.get(b.http + "/ws/connections?channel=room")).json()
+            assert {c["id"] for c in listed["results"]} == {
+                on_a.greeting["data"]["connection_id"],
+                on_b.greeting["data"]["connection_id"],
+            }
+            # DELETE on B closes the connection held by A
+            response = await http.delete(f"{b.http}/ws/connections/{on_a.greeting['data']['connection_id']}")
+            assert response.status_code == 204
+        import websockets
+
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await on_a.recv(timeout=2)
+        assert closed.value.rcvd.code == 4409
+
+
+async def test_delivery_survives_a_redis_restart(live_server_factory):
+    redis = PrivateRedis().start()
+    try:
+        a, b = (live_server_factory(REDIS_URL=redis.url) for _ in range(2))
+        async with WSClient(b.ws + "/ws/connect") as ws, SSEReader(b.http + "/sse/connect?channels=steady") as sse:
+            await ws.call("subscribe", {"channel": "steady"})
+            await sse.until("stream-open")
+            redis.stop()
+            await asyncio.sleep(1)
+            redis.start()
+            # Publishes answer 503 until process A is back on Redis; messages published before B has
+            # resubscribed are lost (at-most-once without persist), so keep publishing until one
+            # arrives: delivery must resume on both transports without restarting anything.
+            deadline = asyncio.get_running_loop().time() + 20
+            statuses = set()
+            async with httpx.AsyncClient() as http:
+                while True:
+                    assert asyncio.get_running_loop().time() < deadline, statuses
+                    response = await http.post(
+                        a.http + "/ws/send-to-channel", json={"channel": "steady", "message": {"content": "back"}}
+                    )
+                    statuses.add(response.status_code)
+                    if response.status_code == 503:
+                        assert response.json()["type"] == "unavailable"
+                    try:
+                        received = await ws.recv(timeout=0.5)
+                        break
+                    except TimeoutError:
+                        continue
+            assert received["content"] == "back"
+            assert statuses <= {202, 503}
+            event = await sse.next_event(timeout=5)
+            assert event["data"]["content"] == "back"
+    finally:
+        redis.stop()
+
+
+def test_private_redis_is_isolated(redis_server):
+    assert redis_server.client().ping()

@@ -1,0 +1,291 @@
+"""The HTTP API of SPEC §7 with the Django test client: bodies, statuses, delivery."""
+
+from __future__ import annotations
+
+import pytest
+from channels.layers import channel_layers
+
+from streaming import protocol
+from streaming.models import ChannelMessage, Connection, ServerProcess
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client, path, body, **extra):
+    return client.post(path, body, content_type="application/json", **extra)
+
+
+class RecordingLayer:
+    """A channel layer that records what is handed to it (sync test client: no shared loop)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list[dict]] = {}
+        self.sent: dict[str, list[dict]] = {}
+
+    async def group_send(self, group: str, message: dict) -> None:
+        self.groups.setdefault(group, []).append(message)
+
+    async def send(self, channel: str, message: dict) -> None:
+        self.sent.setdefault(channel, []).append(message)
+
+
+@pytest.fixture
+def bus():
+    """Replace the channel layer; `bus.received(channel)` is the one bus message of a publish."""
+    layer = RecordingLayer()
+    previous = channel_layers.backends.get("default")
+    channel_layers.backends["default"] = layer
+
+    def received(channel: str) -> dict:
+        (message,) = layer.groups[protocol.group_name(channel)]
+        return message
+
+    layer.received = received
+    yield layer
+    if previous is None:
+        channel_layers.backends.pop("default", None)
+    else:
+        channel_layers.backends["default"] = previous
+
+
+def test_seed_send_to_channel_curl_example_works_verbatim(client, bus, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(
+            client,
+            "/ws/send-to-channel",
+            {
+                "channel": "notifications",
+                "message": {
+                    "id": "msg-124",
+                    "type": "notification",
+                    "content": {"title": "Новое уведомление", "message": "Содержимое уведомления"},
+                },
+                "persist": True,
+            },
+        )
+    assert response.status_code == 202
+    assert response.json() == {"id": "msg-124", "offset": 1}
+    row = ChannelMessage.objects.get()
+    assert (row.channel_id, row.offset, row.message_id, row.type) == ("notifications", 1, "msg-124", "notification")
+    message = bus.received("notifications")
+    envelope = protocol.decode(message["text"])
+    assert envelope["offset"] == 1 and envelope["id"] == "msg-124"
+    assert envelope["content"] == {"title": "Новое уведомление", "message": "Содержимое уведомления"}
+
+
+def test_seed_broadcast_curl_example_works_verbatim(client, bus):
+    response = post(
+        client,
+        "/ws/broadcast",
+        {"message": {"id": "msg-123", "type": "broadcast", "content": "Сообщение всем пользователям"}},
+    )
+    assert response.status_code == 202 and response.json() == {"id": "msg-123"}
+    envelope = protocol.decode(bus.received("broadcast")["text"])
+    assert envelope["channel"] == "broadcast" and envelope["type"] == "broadcast"
+    assert envelope["offset"] is None and envelope["sender"] is None
+
+
+def test_send_to_user_goes_to_personal_channel(client, bus):
+    response = post(client, "/ws/send-to-user", {"user_id": "user123", "message": {"content": "hi"}})
+    assert response.status_code == 202
+    envelope = protocol.decode(bus.received("user:user123")["text"])
+    assert envelope["channel"] == "user:user123" and envelope["type"] == "message"
+
+
+def test_seed_sse_send_to_channel_curl_example(client, bus):
+    response = post(
+        client,
+        "/sse/send-to-channel",
+        {"channel": "news", "event": "news_update", "data": {"title": "Новая статья", "content": "Содержимое новости"}},
+    )
+    assert response.status_code == 202
+    message = bus.received("news")
+    assert message["event"] == "news_update"
+    assert protocol.decode(message["text"])["content"]["title"] == "Новая статья"
+
+
+def test_publish_is_encoded_once(client, bus, monkeypatch):
+    calls = []
+    real_encode = protocol.encode
+    monkeypatch.setattr(protocol, "encode", lambda payload: calls.append(1) or real_encode(payload))
+    post(client, "/ws/send-to-channel", {"channel": "once", "message": {"content": {"x": 1}}})
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/ws/send-to-channel", {"channel": "bad name", "message": {"content": 1}}, "channel"),
+        ("/ws/send-to-channel", {"channel": "ok", "message": {}}, "message"),
+        ("/ws/send-to-channel", {"channel": "ok"}, "message"),
+        ("/ws/send-to-channel", {"channel": "ok", "message": {"content": 1, "type": "no spaces"}}, "message"),
+        ("/ws/send-to-channel", {"channel": "ok", "message": {"content": 1}, "persist": "maybe"}, "persist"),
+        ("/ws/send-to-user", {"user_id": "a b", "message": {"content": 1}}, "user_id"),
+        ("/ws/broadcast", {"message": "not an object"}, "message"),
+        ("/sse/send-to-channel", {"channel": "ok"}, "data"),
+        ("/sse/notification", {"title": "t", "content": "c", "type": "critical"}, "type"),
+        ("/sse/notification", {"content": "c"}, "title"),
+    ],
+)
+def test_invalid_bodies_get_400_with_field_errors(client, path, body, field):
+    response = post(client, path, body)
+    assert response.status_code == 400
+    data = response.json()
+    assert data["type"] == "invalid_message"
+    assert field in data["fields"], data
+
+
+def test_malformed_json_gets_400_invalid_json(client):
+    response = client.post("/ws/send-to-channel", "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["type"] == "invalid_json"
+
+
+def test_body_over_max_message_size_gets_413(client, realtime):
+    realtime(sse_max_message_size=1000)
+    response = post(client, "/ws/send-to-channel", {"channel": "big", "message": {"content": "x" * 2000}})
+    assert response.status_code == 413
+    assert response.json()["type"] == "message_too_large"
+
+
+def test_too_large_persisted_message_writes_nothing(client, realtime):
+    realtime(sse_max_message_size=400)
+    response = post(
+        client, "/ws/send-to-channel", {"channel": "big", "message": {"content": "x" * 350}, "persist": True}
+    )
+    assert response.status_code == 413
+    assert not ChannelMessage.objects.exists()
+    ok = post(client, "/ws/send-to-channel", {"channel": "big", "message": {"content": "x"}, "persist": True})
+    assert ok.json()["offset"] == 1  # the refused publish did not consume an offset
+
+
+def test_stats_has_the_design_document_keys(client):
+    response = client.get("/ws/stats")
+    assert response.status_code == 200
+    assert response.json() == {
+        "websocket": {"total": 0, "max": 1000, "users": 0},
+        "sse": {"total": 0, "max": 500, "users": 0},
+        "channels": {"total": 0, "subscriptions": 0},
+        "total_connections": 0,
+    }
+
+
+def _process(process_id="p1", **fields):
+    from django.utils import timezone
+
+    now = timezone.now()
+    return ServerProcess.objects.create(
+        id=process_id,
+        bus_channel=f"bus.{process_id}",
+        hostname="h",
+        pid=1,
+        started_at=now,
+        last_heartbeat=now,
+        **fields,
+    )
+
+
+def _connection(connection_id, process, transport="ws", user_id=None, channels=(), **fields):
+    from django.utils import timezone
+
+    now = timezone.now()
+    connection = Connection.objects.create(
+        id=connection_id,
+        transport=transport,
+        user_id=user_id,
+        process=process,
+        connected_at=now,
+        last_seen=now,
+        **fields,
+    )
+    for channel in channels:
+        connection.subscriptions.create(channel=channel)
+    return connection
+
+
+def test_stats_and_connection_list_count_live_processes_only(client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    live = _process("live")
+    dead = _process("dead")
+    ServerProcess.objects.filter(id="dead").update(last_heartbeat=timezone.now() - timedelta(hours=1))
+    _connection("c1", live, user_id="u1", channels=["news", "chat"])
+    _connection("c2", live, user_id="u1", channels=["news"])
+    _connection("c3", live, transport="sse", user_id="u2", channels=["news"])
+    _connection("c4", live, closed_at=timezone.now())
+    _connection("ghost", dead, user_id="u9", channels=["news"])
+    stats = client.get("/ws/stats").json()
+    assert stats["websocket"] == {"total": 2, "max": 1000, "users": 1}
+    assert stats["sse"] == {"total": 1, "max": 500, "users": 1}
+    assert stats["channels"] == {"total": 2, "subscriptions": 4}
+    assert stats["total_connections"] == 3
+    listed = client.get("/ws/connections").json()
+    assert listed["count"] == 3
+    assert {c["id"] for c in listed["results"]} == {"c1", "c2", "c3"}
+    assert client.get("/ws/connections?transport=sse").json()["count"] == 1
+    assert client.get("/ws/connections?user_id=u1").json()["count"] == 2
+    assert {c["id"] for c in client.get("/ws/connections?channel=chat").json()["results"]} == {"c1"}
+    assert client.get("/ws/connections?transport=xmpp").status_code == 400
+    page = client.get("/ws/connections?page_size=2").json()
+    assert len(page["results"]) == 2 and page["next"]
+    (first,) = client.get("/ws/connections?channel=chat").json()["results"]
+    assert first["channels"] == ["chat", "news"] and first["transport"] == "ws" and first["process"] == "live"
+
+
+def test_delete_unknown_connection_is_404(client):
+    response = client.delete("/ws/connections/nope")
+    assert response.status_code == 404
+    assert response.json()["type"] == "not_found"
+
+
+def test_delete_connection_of_another_process_sends_close_command(client, bus):
+    process = _process("other")
+    _connection("c-remote", process)
+    response = client.delete("/ws/connections/c-remote")
+    assert response.status_code == 204
+    (command,) = bus.sent["bus.other"]
+    assert command == {
+        "type": "hub.close",
+        "connection_id": "c-remote",
+        "code": 4409,
+        "reason": "closed by an administrator",
+    }
+
+
+def test_channels_api_lists_subscribers_and_offsets(client):
+    process = _process()
+    _connection("c1", process, user_id="u1", channels=["news"])
+    post(client, "/ws/send-to-channel", {"channel": "archive", "message": {"content": 1}, "persist": True})
+    channels = {c["name"]: c for c in client.get("/api/channels/").json()}
+    assert channels["news"] == {"name": "news", "subscribers": 1, "offset": 0}
+    assert channels["archive"] == {"name": "archive", "subscribers": 0, "offset": 1}
+    detail = client.get("/api/channels/news/").json()
+    assert detail["presence"] == {"channel": "news", "connections": 1, "users": ["u1"]}
+    assert client.get("/api/channels/bad%20name/").status_code == 400
+
+
+def test_schema_and_docs_are_served_without_cdn(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/ws/send-to-channel" in schema.content and b"/sse/notification" in schema.content
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    html = docs.content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower() and "unpkg" not in html.lower() and "jsdelivr" not in html.lower()
+
+
+def test_browsable_api_renders_html(client):
+    response = client.get("/ws/stats", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and b"<html" in response.content
+
+
+def test_api_root_and_landing_page(client):
+    root = client.get("/api/").json()
+    assert root["stats"].endswith("/ws/stats") and root["docs"].endswith("/api/docs/")
+    landing = client.get("/")
+    assert landing.status_code == 200
+    for link in (b"/admin/", b"/api/", b"/api/docs/"):
+        assert link in landing.content
