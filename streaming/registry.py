@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -72,8 +73,7 @@ def _dt(timestamp: float) -> datetime:
 class ConnectionRegistry:
     """Connections of this process by id, plus the machinery that mirrors them to the database."""
 
-    def __init__(self, config: Any, bus_channel: str = "") -> None:
-        self.config = config
+    def __init__(self, bus_channel: str = "") -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.bus_channel = bus_channel
         self.started_at = time.time()
@@ -86,6 +86,10 @@ class ConnectionRegistry:
         self._registered_process = False
         self._next_heartbeat = 0.0
         self._next_expiry = time.monotonic() + HISTORY_EXPIRY_SECONDS
+
+    @property
+    def config(self) -> Any:
+        return settings.REALTIME
 
     # -- local state ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any
 
 from django.conf import settings
 
@@ -20,11 +21,14 @@ class Runtime:
     """The hub and registry of this process, started together."""
 
     def __init__(self) -> None:
-        self.config = settings.REALTIME
         self.hub = Hub()
-        self.registry = ConnectionRegistry(self.config)
+        self.registry = ConnectionRegistry()
         self._started = False
         self._lock = asyncio.Lock()
+
+    @property
+    def config(self) -> Any:
+        return settings.REALTIME
 
     async def start(self) -> Runtime:
         """Join the bus and start the per-process task (idempotent)."""

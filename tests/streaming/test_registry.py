@@ -1,0 +1,188 @@
+"""The connection registry: batched rows, process heartbeats, reaping, the manager API."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import timedelta
+from io import StringIO
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from streaming import connection_manager
+from streaming.models import Connection, ServerProcess, Subscription
+from streaming.registry import reap_dead_processes
+from tests.support.clients import WSClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def request(communicator, action, data=None):
+    await communicator.send_json_to({"action": action, "data": data or {}, "request_id": "r"})
+    while True:
+        frame = await communicator.receive_json_from(timeout=3)
+        if frame.get("request_id") == "r":
+            return frame
+
+
+async def test_flush_writes_connection_channels_and_close(connect):
+    from streaming.runtime import get_runtime
+
+    communicator = await connect("", headers=[(b"user-agent", b"pytest-agent")])
+    connection_id = communicator.greeting["data"]["connection_id"]
+    await request(communicator, "subscribe", {"channel": "alpha"})
+    await request(communicator, "subscribe", {"channel": "beta"})
+    registry = get_runtime().registry
+    await registry.flush()
+    row = await Connection.objects.aget(id=connection_id)
+    assert row.transport == "ws" and row.closed_at is None and row.user_agent == "pytest-agent"
+    assert row.process_id == registry.process_id
+    channels = [
+        s async for s in Subscription.objects.filter(connection_id=connection_id).values_list("channel", flat=True)
+    ]
+    assert sorted(channels) == ["alpha", "beta"]
+    process = await ServerProcess.objects.aget(id=registry.process_id)
+    assert process.bus_channel == registry.bus_channel and process.stopped_at is None
+    await request(communicator, "unsubscribe", {"channel": "alpha"})
+    await registry.flush()
+    channels = [
+        s async for s in Subscription.objects.filter(connection_id=connection_id).values_list("channel", flat=True)
+    ]
+    assert channels == ["beta"]
+    await communicator.disconnect()
+    await registry.flush()
+    row = await Connection.objects.aget(id=connection_id)
+    assert row.closed_at is not None and row.close_code == 1000
+    assert not await Subscription.objects.filter(connection_id=connection_id).aexists()
+
+
+async def test_last_seen_is_written_in_batches_not_per_frame(connect, realtime):
+    from streaming.runtime import get_runtime
+
+    realtime(registry_flush_interval=3600)  # only explicit flushes below
+    communicator = await connect()
+    connection_id = communicator.greeting["data"]["connection_id"]
+    registry = get_runtime().registry
+    await registry.flush()
+    before = (await Connection.objects.aget(id=connection_id)).last_seen
+    await asyncio.sleep(0.01)
+    for _ in range(50):
+        await request(communicator, "ping")
+    assert (await Connection.objects.aget(id=connection_id)).last_seen == before  # nothing written per frame
+    await registry.flush()
+    assert (await Connection.objects.aget(id=connection_id)).last_seen > before  # one batched write
+    await communicator.disconnect()
+
+
+def _stale_process(process_id: str, age_seconds: float) -> ServerProcess:
+    now = timezone.now()
+    process = ServerProcess.objects.create(
+        id=process_id,
+        bus_channel="x",
+        hostname="h",
+        pid=1,
+        started_at=now,
+        last_heartbeat=now - timedelta(seconds=age_seconds),
+    )
+    for n in range(3):
+        connection = Connection.objects.create(
+            id=f"{process_id}-{n}", transport="ws", process=process, connected_at=now, last_seen=now
+        )
+        connection.subscriptions.create(channel="news")
+    return process
+
+
+@pytest.mark.django_db
+def test_reap_closes_connections_of_dead_processes_only():
+    _stale_process("dead", 600)
+    _stale_process("alive", 1)
+    assert reap_dead_processes(60) == 3
+    assert Connection.objects.filter(process_id="dead", closed_at__isnull=True).count() == 0
+    assert set(Connection.objects.filter(process_id="dead").values_list("close_code", flat=True)) == {1006}
+    assert Connection.objects.filter(process_id="alive", closed_at__isnull=True).count() == 3
+    assert ServerProcess.objects.get(id="dead").stopped_at is not None
+    assert not Subscription.objects.filter(connection__process_id="dead").exists()
+    assert reap_dead_processes(60) == 0
+
+
+@pytest.mark.django_db
+def test_cleanup_connections_command():
+    _stale_process("gone", 600)
+    out = StringIO()
+    call_command("cleanup_connections", stdout=out)
+    assert out.getvalue().strip() == "closed 3 connection(s) of dead server processes"
+    assert not Connection.objects.filter(closed_at__isnull=True).exists()
+
+
+async def test_connection_manager_api(connect, realtime):
+    from notifications.messages import NotificationMessage
+    from notifications.models import Notification
+    from streaming.auth import authenticator
+
+    token = authenticator.create_access_token({"sub": "user123"})
+    user, watcher = await connect(f"token={token}"), await connect()
+    await request(watcher, "subscribe", {"channel": "important_updates"})
+    published = await connection_manager.broadcast_to_channel(
+        "important_updates", {"type": "update", "content": {"v": 2}}, persist=True
+    )
+    assert published.offset == 1
+    envelope = await watcher.receive_json_from(timeout=3)
+    assert envelope["type"] == "update" and envelope["offset"] == 1
+    await connection_manager.broadcast_to_all("plain content")
+    for communicator in (user, watcher):
+        assert (await communicator.receive_json_from(timeout=3))["content"] == "plain content"
+    notification = NotificationMessage(
+        title="Обновление системы",
+        content="Система будет недоступна с 22:00 до 23:00",
+        type="warning",
+        auto_hide=False,
+        duration=10000,
+    )
+    await connection_manager.send_to_user("user123", notification)
+    delivered = await user.receive_json_from(timeout=3)
+    assert delivered["type"] == "notification" and delivered["channel"] == "user:user123"
+    assert delivered["content"]["title"] == "Обновление системы" and delivered["content"]["auto_hide"] is False
+    assert await Notification.objects.filter(user_id="user123").aexists()
+    assert await watcher.receive_nothing(timeout=0.2)
+    stats = await connection_manager.get_stats()
+    assert stats["websocket"]["total"] == 2 and stats["websocket"]["users"] == 1
+    assert stats["channels"] == {"total": 1, "subscriptions": 1}
+    realtime(websocket_disconnect_timeout=0.01)
+    await asyncio.sleep(0.05)
+    assert await connection_manager.cleanup_inactive_connections() >= 2
+    closed = await user.receive_output(timeout=3)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4408
+
+
+@pytest.mark.server
+async def test_killed_process_leaves_no_ghosts(live_server_factory):
+    env = {"WEBSOCKET_DISCONNECT_TIMEOUT": "2", "WEBSOCKET_HEARTBEAT_INTERVAL": "0.5"}
+    doomed, survivor = live_server_factory(**env), live_server_factory(**env)
+    ghost = await WSClient(doomed.ws + "/ws/connect").__aenter__()
+    async with WSClient(survivor.ws + "/ws/connect") as keeper:
+        await ghost.call("subscribe", {"channel": "haunted"})
+        await keeper.call("subscribe", {"channel": "haunted"})
+        async with httpx.AsyncClient() as http:
+            await asyncio.sleep(0.5)
+            assert (await http.get(survivor.http + "/ws/stats")).json()["websocket"]["total"] == 2
+            doomed.kill()  # SIGKILL: no chance to close its rows
+            killed_at = time.monotonic()
+            while (await http.get(survivor.http + "/ws/stats")).json()["websocket"]["total"] != 1:
+                assert time.monotonic() - killed_at < 4, "ghost still counted after 2 x WEBSOCKET_DISCONNECT_TIMEOUT"
+                await keeper.socket.send('{"action": "pong"}')  # stay active (idle close is 2 s)
+                await asyncio.sleep(0.2)
+            ghost_id = ghost.greeting["data"]["connection_id"]
+            database = sqlite3.connect(survivor.database_url.removeprefix("sqlite:///"))
+            while (
+                database.execute("select closed_at from streaming_connection where id = ?", (ghost_id,)).fetchone()[0]
+                is None
+            ):
+                assert time.monotonic() - killed_at < 4, "ghost row not reaped within 2 x WEBSOCKET_DISCONNECT_TIMEOUT"
+                await keeper.socket.send('{"action": "pong"}')
+                await asyncio.sleep(0.2)
+            presence = await keeper.call("presence", {"channel": "haunted"})
+            assert presence["content"]["connections"] == 1
