@@ -40,10 +40,11 @@ from streaming.errors import (
 )
 from streaming.history import history_read
 from streaming.limits import TokenBucket
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, unwrap_send, wait_for_drain, write_buffer_probe
+from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
+from streaming.transport import close_websocket, unwrap_send, write_buffer_probe
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class StreamConsumer(AsyncConsumer):
     async def _refuse(self, code: int, reason: str) -> None:
         # Accept first: a close before accept becomes HTTP 403 and the browser never sees why.
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
-        await self.base_send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
+        await close_websocket(self.base_send, code, reason)
         logger.info("refuse transport=ws ip=%s code=%s reason=%s", self.ip, int(code), reason)
 
     def _open(self, config: Any) -> None:
@@ -177,9 +178,7 @@ class StreamConsumer(AsyncConsumer):
             return
         self.closing = True
         self.close_code = int(code)
-        self._close_task = asyncio.ensure_future(
-            self.base_send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
-        )
+        self._close_task = asyncio.ensure_future(close_websocket(self.base_send, code, reason))
 
     # -- frames out --------------------------------------------------------------------------
 

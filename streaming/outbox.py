@@ -1,16 +1,14 @@
-"""Bounded outbound queues, and the write-buffer probe that gives daphne backpressure.
+"""Bounded outbound queues.
 
 A connection's outbox holds encoded frames until its writer task sends them. It never grows past
 its limit: a full outbox means a slow consumer, which the connection answers by closing (4429).
-daphne accepts every send at once into Twisted's write buffer, so on its own a client that stops
-reading would grow server memory without bound; the probe reads that buffer's size so the writer
-can wait while it is over the high-water mark and let the outbox fill instead.
+The writer pauses while the server's write buffer is over HIGH_WATER (see `transport.py`), so a
+client that stops reading fills its outbox instead of server memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -66,41 +64,6 @@ class Outbox:
         items = list(self._items)
         self._items.clear()
         return items
-
-
-def unwrap_send(send: Any) -> Any:
-    """The server's own `send` under middleware wrappers (channels' session middleware keeps it
-    as `real_send`). Frames sent after the handshake need none of the wrappers' work."""
-    for _ in range(8):
-        inner = getattr(getattr(send, "__self__", None), "real_send", None)
-        if inner is None:
-            break
-        send = inner
-    return send
-
-
-def write_buffer_probe(send: Any) -> Callable[[], int] | None:
-    """A function returning the bytes waiting in daphne's socket write buffer, else None.
-
-    daphne hands the application `functools.partial(server.handle_reply, protocol)` as `send`;
-    the protocol's Twisted transport keeps unsent bytes in `dataBuffer` and `_tempDataBuffer`.
-    Other servers (uvicorn) apply backpressure in `send` itself and need no probe.
-    """
-    send = unwrap_send(send)
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    protocol = send.args[0]
-    transport = getattr(protocol, "transport", None)
-    if transport is None or not hasattr(transport, "dataBuffer") or not hasattr(transport, "_tempDataLen"):
-        return None
-
-    def buffered() -> int:
-        current = protocol.transport
-        if current is None:
-            return 0
-        return len(current.dataBuffer) - current.offset + current._tempDataLen
-
-    return buffered
 
 
 async def wait_for_drain(buffered: Callable[[], int]) -> None:

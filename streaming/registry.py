@@ -297,10 +297,13 @@ class ConnectionRegistry:
         )
         return row
 
-    async def shutdown(self, code: int, reason: str) -> None:
-        """Close every local connection and mark this process stopped (graceful exit)."""
+    async def shutdown(self, code: int, reason: str, grace: float = 2.0) -> None:
+        """Close every local connection, wait for them to go, and mark this process stopped."""
         for connection in list(self.connections.values()):
             connection.close(code, reason)
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await self.stop()
         try:
             await self.flush()

@@ -32,9 +32,10 @@ from streaming.errors import (
     Unavailable,
 )
 from streaming.history import history_read
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, unwrap_send, wait_for_drain, write_buffer_probe
+from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
+from streaming.transport import unwrap_send, write_buffer_probe
 
 logger = logging.getLogger(__name__)
 

@@ -130,3 +130,39 @@ async def test_unknown_websocket_path_is_refused_not_a_server_error(live_server)
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(live_server.ws + "/ws/nowhere")
     assert refused.value.response.status_code == 403
+
+
+async def test_sigterm_closes_websockets_1001_and_ends_sse_streams(live_server_factory):
+    from tests.support.clients import SSEReader
+
+    server = live_server_factory()
+    async with WSClient(server.ws + "/ws/connect") as ws, SSEReader(server.http + "/sse/connect?channels=bye") as sse:
+        connection_id = ws.greeting["data"]["connection_id"]
+        await ws.call("subscribe", {"channel": "bye"})
+        await sse.until("stream-open")
+        server.stop()  # SIGTERM, waits for exit
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        error = await sse.until("stream-error")
+        assert error["data"]["condition"] == "shutdown"
+    database = sqlite3.connect(server.database_url.removeprefix("sqlite:///"))
+    row = database.execute("select closed_at, close_code from streaming_connection where id = ?", (connection_id,)).fetchone()
+    assert row[0] is not None and row[1] == 1001
+    assert database.execute("select count(*) from streaming_connection where closed_at is null").fetchone()[0] == 0
+    assert database.execute("select count(*) from streaming_serverprocess where stopped_at is null and id like ?", (f"%:{server.process_pid}:%",)).fetchone()[0] == 0
+
+
+async def test_refusal_codes_and_reasons_reach_a_real_client(live_server_factory):
+    server = live_server_factory(WEBSOCKET_MAX_CONNECTIONS="1", WEBSOCKET_AUTH_REQUIRED="false")
+    async with WSClient(server.ws + "/ws/connect"):
+        async with websockets.connect(server.ws + "/ws/connect") as refused:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await refused.recv()
+        assert closed.value.rcvd.code == 1013
+        assert closed.value.rcvd.reason == "max connections reached"
+    async with websockets.connect(server.ws + "/ws/connect?token=garbage") as refused:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await refused.recv()
+    assert closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason.startswith("Invalid token")

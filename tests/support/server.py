@@ -90,6 +90,7 @@ class LiveServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        self.last_pid = self.process.pid
         self.process.send_signal(sig)
         try:
             self.process.wait(timeout)
@@ -103,6 +104,10 @@ class LiveServer:
     def restart(self) -> LiveServer:
         self.stop()
         return self.start()
+
+    @property
+    def process_pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
