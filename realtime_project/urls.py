@@ -8,6 +8,9 @@ from realtime_project import views
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("admin/", admin.site.urls),
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("", include("streaming.api.urls")),
     path("", include("notifications.urls")),
+    path("", include("streaming.pages")),
 ]

@@ -1,8 +1,19 @@
-"""The landing page: where everything is."""
+"""Top-level pages: the landing page, the health check and the metrics endpoint."""
 
+import asyncio
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from streaming import metrics, protocol
+from streaming.auth import authenticator, credentials_from_request
+from streaming.errors import Unauthenticated
+
+HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 def landing(request: HttpRequest) -> HttpResponse:
@@ -12,3 +23,39 @@ def landing(request: HttpRequest) -> HttpResponse:
         "landing.html",
         {"websocket_enabled": config.websocket_enabled, "sse_enabled": config.sse_enabled},
     )
+
+
+async def _bus_check() -> None:
+    await asyncio.wait_for(get_channel_layer().group_send("rt.health", {"type": "hub.health"}), HEALTH_TIMEOUT_SECONDS)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the message bus answer, else 503 naming what failed."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"error: {type(error).__name__}"
+    try:
+        async_to_sync(_bus_check)()
+        checks["bus"] = "ok"
+    except Exception as error:
+        checks["bus"] = f"error: {type(error).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics; with API_AUTH_REQUIRED, admins only (e.g. `?api_key=` in the scrape config)."""
+    if settings.REALTIME.api_auth_required:
+        try:
+            identity = authenticator.resolve(credentials_from_request(request))
+        except Unauthenticated as error:
+            return JsonResponse(protocol.error_body("unauthenticated", error.detail), status=401)
+        if not identity.is_admin:
+            return JsonResponse(protocol.error_body("forbidden", "Metrics are for admins."), status=403)
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)

@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.utils import await_many_dispatch
 
-from streaming import protocol, security, selectors, services
+from streaming import metrics, protocol, security, selectors, services
 from streaming.auth import (
     ACCESS_TOKEN_SUBPROTOCOL,
     ANONYMOUS,
@@ -130,6 +130,8 @@ class StreamConsumer(AsyncConsumer):
         # Accept first: a close before accept becomes HTTP 403 and the browser never sees why.
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         await close_websocket(self.base_send, code, reason)
+        if code == CloseCode.UNAUTHENTICATED:
+            metrics.AUTH_FAILURES.labels("ws").inc()
         logger.info("refuse transport=ws ip=%s code=%s reason=%s", self.ip, int(code), reason)
 
     def _open(self, config: Any) -> None:

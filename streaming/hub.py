@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
-from streaming import protocol
+from streaming import metrics, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class Subscriber(Protocol):
     """Something local that receives channel messages: a WS consumer or an SSE listener."""
 
     connection_id: str
+    transport: str
 
     def deliver(self, message: dict[str, Any]) -> None:
         """Called for every bus message of a joined channel (see `bus_message`); must not block.
@@ -41,6 +43,7 @@ class Hub:
         self.layer = layer or get_channel_layer()
         self.channel_name: str | None = None
         self._members: dict[str, set[Subscriber]] = {}
+        self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._links: dict[str, asyncio.Future] = {}
         self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish}
         self._task: asyncio.Task | None = None
@@ -73,8 +76,11 @@ class Hub:
         members = self._members.get(channel)
         if members is None:
             members = self._members[channel] = set()
+            self._transports[channel] = Counter()
             self._link(channel, self.layer.group_add)
-        members.add(subscriber)
+        if subscriber not in members:
+            members.add(subscriber)
+            self._transports[channel][subscriber.transport] += 1
         await asyncio.shield(self._links[channel])
 
     def leave(self, channel: str, subscriber: Subscriber) -> None:
@@ -83,8 +89,10 @@ class Hub:
         if members is None or subscriber not in members:
             return
         members.discard(subscriber)
+        self._transports[channel][subscriber.transport] -= 1
         if not members:
             del self._members[channel]
+            del self._transports[channel]
             self._link(channel, self.layer.group_discard)
 
     def _link(self, channel: str, operation: Callable[[str, str], Awaitable[None]]) -> None:
@@ -139,6 +147,9 @@ class Hub:
         members = self._members.get(message["channel"])
         if not members:
             return
+        metrics.LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
+        for transport, count in self._transports[message["channel"]].items():
+            metrics.deliveries.add(transport, count)
         # deliver() never changes membership synchronously, so the set can be iterated as is.
         for subscriber in members:
             subscriber.deliver(message)

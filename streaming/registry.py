@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from streaming import metrics
 from streaming.auth import Identity
 from streaming.models import Connection, ServerProcess, Subscription
 
@@ -107,6 +108,7 @@ class ConnectionRegistry:
         if self.connections.pop(connection.connection_id, None) is None:
             return
         self._counts[connection.transport] -= 1
+        metrics.record_disconnect(code)
         self._pending.closed[connection.connection_id] = (time.time(), code)
         self._pending.channels.pop(connection.connection_id, None)
         self._seen_flushed.pop(connection.connection_id, None)
@@ -172,6 +174,7 @@ class ConnectionRegistry:
                 now = time.time()
                 for connection in list(self.connections.values()):
                     connection.tick(now)
+                self._export_metrics()
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + self.config.registry_flush_interval
                     await self.flush()
@@ -179,6 +182,12 @@ class ConnectionRegistry:
                 raise
             except Exception:
                 logger.exception("registry task failed a step; continuing")
+
+    def _export_metrics(self) -> None:
+        for transport, count in self._counts.items():
+            metrics.CONNECTIONS.labels(transport).set(count)
+        metrics.SUBSCRIPTIONS.set(sum(len(c.channels) for c in self.connections.values()))
+        metrics.deliveries.publish()
 
     # -- database mirror ------------------------------------------------------------------------
 

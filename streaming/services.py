@@ -12,7 +12,9 @@ transaction) and an async twin prefixed with `a` (consumers, the event loop).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from streaming import protocol
+from streaming import metrics, protocol
 from streaming.errors import MessageTooLarge, NotFound, StreamingError, Unavailable
 from streaming.history import history_append
 from streaming.hub import bus_message
@@ -98,31 +100,87 @@ def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:
 # The bus
 
 
-async def asend_to_bus(outgoing: Outgoing) -> None:
-    """Hand an encoded envelope to the channel layer; Unavailable if the bus is down."""
+async def _group_send(outgoing: Outgoing) -> None:
     layer = get_channel_layer()
     envelope = outgoing.envelope
     message = bus_message(outgoing.channel, outgoing.text, envelope["offset"], envelope["type"])
     try:
         await layer.group_send(protocol.group_name(outgoing.channel), message)
     except Exception as error:  # redis-py raises several unrelated types when Redis is away
-        logger.warning("bus publish to %s failed: %r", outgoing.channel, error)
+        metrics.BUS_FAILURES.inc()
         raise Unavailable() from error
+    metrics.PUBLISHED.labels("true" if envelope["offset"] is not None else "false").inc()
+
+
+async def asend_to_bus(outgoing: Outgoing) -> None:
+    """Hand an encoded envelope to the channel layer; Unavailable if the bus is down.
+
+    A persisted message the bus refuses is kept and sent again once the bus is back (it is
+    committed, so it also stays recoverable from history meanwhile).
+    """
+    try:
+        await _group_send(outgoing)
+    except Unavailable as error:
+        logger.warning("bus publish to %s failed: %r", outgoing.channel, error.__cause__)
+        if outgoing.envelope["offset"] is not None:
+            _defer(outgoing)
+        raise
 
 
 def send_to_bus(outgoing: Outgoing) -> None:
     async_to_sync(asend_to_bus)(outgoing)
 
 
+# Persisted messages the bus refused, sent again by a retry task of this process once the bus is
+# back (the oldest are dropped past the cap; they stay recoverable from history either way).
+UNDELIVERED_MAX = 10_000
+RETRY_SECONDS = 1.0
+_undelivered: deque[Outgoing] = deque(maxlen=UNDELIVERED_MAX)
+_retry_task: asyncio.Task | None = None
+
+
+def _defer(outgoing: Outgoing) -> None:
+    global _retry_task
+    _undelivered.append(outgoing)
+    if _retry_task is None or _retry_task.done():
+        _retry_task = asyncio.get_running_loop().create_task(_retry_loop(), name="streaming-bus-retry")
+
+
+async def _retry_loop() -> None:
+    while _undelivered:
+        await asyncio.sleep(RETRY_SECONDS)
+        sent = await aretry_undelivered()
+        if sent:
+            logger.info("bus is back: delivered %d persisted message(s) held during the outage", sent)
+
+
+def undelivered_count() -> int:
+    return len(_undelivered)
+
+
+async def aretry_undelivered() -> int:
+    """Send held persisted messages in order; stops at the first failure."""
+    sent = 0
+    while _undelivered:
+        outgoing = _undelivered[0]
+        try:
+            await _group_send(outgoing)
+        except Unavailable:
+            break
+        _undelivered.popleft()
+        sent += 1
+    return sent
+
+
 def _log_undelivered(outgoing: Outgoing) -> None:
     logger.warning(
-        "persisted message %s (%s#%s) not delivered live; clients recover it from history",
+        "persisted message %s (%s#%s) not delivered live yet: the bus is down; it will be sent when it is back",
         outgoing.envelope["id"], outgoing.channel, outgoing.envelope["offset"],
     )  # fmt: skip
 
 
 def send_after_commit(outgoing: Outgoing) -> None:
-    """Deliver a committed message; if the bus is down it stays recoverable from history."""
+    """Deliver a committed message; if the bus is down it is held for retry (and in history)."""
     try:
         send_to_bus(outgoing)
     except Unavailable:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 from channels.db import database_sync_to_async
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
-from streaming import protocol, security
+from streaming import metrics, protocol, security
 from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
 from streaming.errors import (
     Forbidden,
@@ -142,6 +142,7 @@ async def _refuse(send: Any, error: StreamingError, origin: str | None, retry_se
     headers = [(b"content-type", b"application/json"), *_cors_headers(origin)]
     if error.status_code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="sse"'))
+        metrics.AUTH_FAILURES.labels("sse").inc()
     if error.status_code == 503:
         headers.append((b"retry-after", str(retry_seconds).encode()))
     body = protocol.encode(protocol.error_body(error.code, error.detail, error.fields)).encode()

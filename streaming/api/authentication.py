@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
+from streaming import metrics
 from streaming.auth import ANONYMOUS, Identity, authenticator, credentials_from_request, identity_for_user
 from streaming.errors import Unauthenticated
 
@@ -41,6 +42,7 @@ class CredentialAuthentication(BaseAuthentication):
         try:
             identity = authenticator.resolve(credentials)
         except Unauthenticated as error:
+            metrics.AUTH_FAILURES.labels("api").inc()
             raise exceptions.AuthenticationFailed(error.detail) from None
         return StreamingUser(identity), identity
 

@@ -141,3 +141,34 @@ async def test_delivery_survives_a_redis_restart(live_server_factory):
 
 def test_private_redis_is_isolated(redis_server):
     assert redis_server.client().ping()
+
+
+async def test_redis_outage_persisted_publishes_commit_and_arrive_when_redis_returns(live_server_factory):
+    redis = PrivateRedis().start()
+    try:
+        a, b = (live_server_factory(REDIS_URL=redis.url) for _ in range(2))
+        async with WSClient(b.ws + "/ws/connect") as ws, httpx.AsyncClient() as http:
+            await ws.call("subscribe", {"channel": "outage"})
+            redis.stop()
+            plain = await http.post(
+                a.http + "/ws/send-to-channel", json={"channel": "outage", "message": {"content": "lost"}}
+            )
+            assert plain.status_code == 503 and plain.json()["type"] == "unavailable"
+            kept = [
+                await http.post(
+                    a.http + "/ws/send-to-channel",
+                    json={"channel": "outage", "message": {"content": n}, "persist": True},
+                )
+                for n in range(5)
+            ]
+            assert [r.status_code for r in kept] == [202] * 5
+            assert [r.json()["offset"] for r in kept] == [1, 2, 3, 4, 5]
+            health = await http.get(a.http + "/healthz")
+            assert health.status_code == 503 and health.json()["checks"]["bus"].startswith("error")
+            redis.start()
+            # process A retries what the bus refused; B has resubscribed: the messages arrive live, in order
+            received = [await ws.recv(timeout=15) for _ in range(5)]
+            assert [m["offset"] for m in received] == [1, 2, 3, 4, 5]
+            assert (await http.get(a.http + "/healthz")).status_code == 200
+    finally:
+        redis.stop()
