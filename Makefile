@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint migrate superuser clean
+.PHONY: run test test-cluster lint migrate superuser clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -36,6 +36,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The production shape alone: daphne processes behind nginx on Redis and PostgreSQL.
+test-cluster: $(VENV)/.installed-dev
+	DJANGO_DEBUG=true $(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,9 @@ DEV_JWT_SECRET_KEY = "dev-insecure-websocket-jwt-secret-change-me"
 DEV_SECRET_KEY = "dev-insecure-django-secret-key-change-me"
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 MIN_PRODUCTION_KEY_BYTES = 32
+
+# An ALLOWED_ORIGINS entry: `*`, an origin (scheme://host[:port]) or an ALLOWED_HOSTS-style host pattern.
+_ORIGIN_RE = re.compile(r"^(\*|https?://[^/\s?#]+/?|\.?[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$", re.IGNORECASE)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -37,7 +41,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Config:
     """Every setting of the server, typed. Field names are the variable names in lower case."""
 
-    django_secret_key: str
+    django_secret_key: str = field(repr=False)
     django_debug: bool
     django_allowed_hosts: tuple[str, ...]
     database_url: str
@@ -61,7 +65,7 @@ class Config:
     sse_retry_timeout: int
     sse_max_message_size: int
 
-    ws_jwt_secret_key: str
+    ws_jwt_secret_key: str = field(repr=False)
     ws_jwt_algorithm: str
     ws_jwt_expire_minutes: int
     ws_api_key_header: str
@@ -155,6 +159,15 @@ class _Reader:
     def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         return self._parse(name, default, _split_list, "a comma-separated list")
 
+    def origins(self, name: str) -> tuple[str, ...]:
+        def parse(raw: str) -> tuple[str, ...]:
+            items = _split_list(raw)
+            if not all(_ORIGIN_RE.match(item) for item in items):
+                raise ValueError(raw)
+            return items
+
+        return self._parse(name, (), parse, "a comma-separated list of origins (https://host[:port]) or host names")
+
     def networks(self, name: str) -> tuple[Network, ...]:
         def parse(raw: str) -> tuple[Network, ...]:
             return tuple(ipaddress.ip_network(item, strict=False) for item in _split_list(raw))
@@ -209,7 +222,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ws_jwt_expire_minutes=env.integer("WS_JWT_EXPIRE_MINUTES", 60, minimum=1),
         ws_api_key_header=env.string("WS_API_KEY_HEADER", "X-API-Key"),
         ws_api_keys=env.items("WS_API_KEYS"),
-        allowed_origins=env.items("ALLOWED_ORIGINS"),
+        allowed_origins=env.origins("ALLOWED_ORIGINS"),
         allowed_ips=env.networks("ALLOWED_IPS"),
         trusted_proxies=env.networks("TRUSTED_PROXIES"),
         max_subscriptions_per_connection=env.integer("MAX_SUBSCRIPTIONS_PER_CONNECTION", 100, minimum=1),
@@ -236,6 +249,8 @@ def _check_production(config: Config, env: _Reader) -> None:
     """With DJANGO_DEBUG=false, refuse the development keys and short JWT keys."""
     if env.raw("DJANGO_SECRET_KEY") is None:
         raise ConfigError("DJANGO_SECRET_KEY", None, "a secret key when DJANGO_DEBUG=false")
+    if config.django_secret_key == DEV_SECRET_KEY:
+        raise ConfigError("DJANGO_SECRET_KEY", "<development key>", "your own key when DJANGO_DEBUG=false")
     if config.uses_dev_jwt_key:
         raise ConfigError("WS_JWT_SECRET_KEY", "<development key>", "your own key when DJANGO_DEBUG=false")
     if len(config.ws_jwt_secret_key.encode()) < MIN_PRODUCTION_KEY_BYTES:
@@ -244,3 +259,21 @@ def _check_production(config: Config, env: _Reader) -> None:
             "<redacted>",
             f"at least {MIN_PRODUCTION_KEY_BYTES} bytes when DJANGO_DEBUG=false",
         )
+
+
+def production_warnings(config: Config) -> list[str]:
+    """Settings that start, but that production (DJANGO_DEBUG=false) should not run with."""
+    if config.django_debug:
+        return []
+    warnings = []
+    if not (config.websocket_auth_required or config.sse_auth_required or config.api_auth_required):
+        warnings.append(
+            "DJANGO_DEBUG=false with WEBSOCKET_AUTH_REQUIRED, SSE_AUTH_REQUIRED and API_AUTH_REQUIRED all false: "
+            "anyone may connect, and anyone may publish and close connections through the HTTP API"
+        )
+    if any(network.prefixlen == 0 for network in config.trusted_proxies):
+        warnings.append(
+            "TRUSTED_PROXIES trusts every address: any client can pick its IP with X-Forwarded-For "
+            "(list only your proxies' networks)"
+        )
+    return warnings

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
-from realtime_project.env import ConfigError, load_config
+from realtime_project.env import ConfigError, load_config, production_warnings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,10 @@ except ConfigError as error:
     # One line naming the variable, the value and what is expected; no traceback.
     sys.stderr.write(f"configuration error: {error}\n")
     raise SystemExit(2) from None
+
+for _warning in production_warnings(REALTIME):
+    # Logging is not configured yet: this reaches stderr through logging's last-resort handler.
+    logging.getLogger("realtime_project").warning(_warning)
 
 SECRET_KEY = REALTIME.django_secret_key
 DEBUG = REALTIME.django_debug
@@ -72,6 +77,11 @@ TEMPLATES = [
 
 def _database(url: str) -> dict:
     database = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        # Under ASGI every request and every database_sync_to_async call may run on another
+        # thread; a pool per process hands them connections and takes them back at the end,
+        # where persistent per-thread connections would pile up to PostgreSQL's max_connections.
+        database["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 10, "timeout": 10}}
     if database["ENGINE"] == "django.db.backends.sqlite3":
         if not Path(database["NAME"]).is_absolute() and database["NAME"] != ":memory:":
             database["NAME"] = str(BASE_DIR / database["NAME"])

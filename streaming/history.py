@@ -66,6 +66,11 @@ def history_head(channel: str) -> int:
     return head or 0
 
 
+def history_heads(channels: list[str]) -> dict[str, int]:
+    """The newest offsets of several channels at once (channels never persisted are absent)."""
+    return dict(Channel.objects.filter(name__in=channels).values_list("name", "last_offset"))
+
+
 def history_read(channel: str, since: int | None = None, limit: int | None = None) -> Recovery:
     """Retained messages after `since` (all retained ones when None), oldest first.
 

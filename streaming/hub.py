@@ -16,8 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from streaming import metrics, protocol
+from streaming.continuity import Continuity
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ class Subscriber(Protocol):
     def deliver(self, message: dict[str, Any]) -> None:
         """Called for every bus message of a joined channel (see `bus_message`); must not block.
 
-        The same dict goes to every local subscriber: a subscriber may cache a derived encoding
+        Persisted messages arrive in offset order without gaps (see `continuity.py`). The same dict
+        goes to every local subscriber: a subscriber may cache a derived encoding
         in it (the SSE frame), and must not change what is there.
         """
 
@@ -46,7 +49,8 @@ class Hub:
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._links: dict[str, asyncio.Future] = {}
         self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish}
-        self._task: asyncio.Task | None = None
+        self.continuity = Continuity(self._dispatch)
+        self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -56,14 +60,18 @@ class Hub:
         async with self._start_lock:
             if self.channel_name is None:
                 self.channel_name = await self.layer.new_channel("hub.")
-                self._task = asyncio.create_task(self._receive_loop(), name="streaming-hub")
+                self._tasks = [
+                    asyncio.create_task(self._receive_loop(), name="streaming-hub"),
+                    asyncio.create_task(self._position_loop(), name="streaming-hub-positions"),
+                ]
         return self.channel_name
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.continuity.stop()
 
     def on(self, message_type: str, handler: Callable[[dict], Any]) -> None:
         """Route bus messages of `message_type` (sent to this process's channel) to a handler."""
@@ -93,6 +101,7 @@ class Hub:
         if not members:
             del self._members[channel]
             del self._transports[channel]
+            self.continuity.forget(channel)
             self._link(channel, self.layer.group_discard)
 
     def _link(self, channel: str, operation: Callable[[str, str], Awaitable[None]]) -> None:
@@ -142,8 +151,24 @@ class Hub:
             except Exception:
                 logger.exception("bus message handler for %r failed", message.get("type"))
 
+    async def _position_loop(self) -> None:
+        """Every few seconds, catch persisted messages the bus lost with nothing after them."""
+        while True:
+            await asyncio.sleep(max(1.0, 5 * settings.REALTIME.registry_flush_interval))
+            try:
+                await self.continuity.check_positions()
+            except Exception:
+                logger.exception("position check failed; retrying at the next one")
+
     def hub_publish(self, message: dict) -> None:
-        """Hand one published envelope to every local subscriber of its channel."""
+        """Hand one published envelope to every local subscriber of its channel, in offset order."""
+        if message["channel"] not in self._members:
+            return
+        if message["offset"] is not None and not self.continuity.admit(message):
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: dict) -> None:
         members = self._members.get(message["channel"])
         if not members:
             return

@@ -58,14 +58,16 @@ def origin_allowed(origin: str | None) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
+    # ALLOWED_HOSTS spells IPv6 hosts as in a Host header, in brackets; urlsplit drops them.
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     if config.allowed_origins:
         normalized = f"{parts.scheme}://{parts.netloc}".lower()
         patterns = [p.lower().rstrip("/") for p in config.allowed_origins]
         if "*" in patterns or normalized in patterns:
             return True
         host_patterns = [p for p in patterns if "://" not in p]
-        return validate_host(parts.hostname, host_patterns)
-    return validate_host(parts.hostname, list(config.django_allowed_hosts))
+        return validate_host(host, host_patterns)
+    return validate_host(host, list(config.django_allowed_hosts))
 
 
 def scope_headers(scope: Mapping[str, Any]) -> dict[str, str]:

@@ -49,8 +49,10 @@ class SSEReader:
             self.ended.set()
 
     async def next_event(self, timeout: float = 5, skip: tuple[str, ...] = ("heartbeat",)) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            event = await asyncio.wait_for(self.events.get(), timeout)
+            remaining = deadline - asyncio.get_running_loop().time()
+            event = await asyncio.wait_for(self.events.get(), max(remaining, 0))
             if event["event"] not in skip:
                 return event
 
@@ -68,6 +70,7 @@ class WSClient:
         self.url, self.options = url, options
         self.socket: Any = None
         self.greeting: dict = {}
+        self.pending: list[dict] = []  # frames that arrived while `call` waited for its reply
         self._ids = 0
 
     async def __aenter__(self) -> WSClient:
@@ -79,8 +82,17 @@ class WSClient:
         await self.socket.close()
 
     async def recv(self, timeout: float = 5, skip: tuple[str, ...] = ("heartbeat",)) -> dict:
+        """The next frame not in `skip` within `timeout`; heartbeats are answered with a pong."""
+        while self.pending:
+            frame = self.pending.pop(0)
+            if frame.get("type") not in skip:
+                return frame
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            frame = json.loads(await asyncio.wait_for(self.socket.recv(), timeout))
+            remaining = deadline - asyncio.get_running_loop().time()
+            frame = json.loads(await asyncio.wait_for(self.socket.recv(), max(remaining, 0)))
+            if frame.get("type") == "heartbeat":
+                await self.socket.send('{"action": "pong"}')
             if frame.get("type") not in skip:
                 return frame
 
@@ -89,7 +101,18 @@ class WSClient:
         self._ids += 1
         request_id = f"t{self._ids}"
         await self.socket.send(json.dumps({"action": action, "data": data or {}, "request_id": request_id}))
-        while True:
-            frame = await self.recv(timeout)
-            if frame.get("request_id") == request_id:
-                return frame
+        held = []
+        try:
+            while True:
+                frame = await self._receive(timeout)
+                if frame.get("request_id") == request_id:
+                    return frame
+                held.append(frame)
+        finally:
+            self.pending.extend(held)
+
+    async def _receive(self, timeout: float) -> dict:
+        frame = json.loads(await asyncio.wait_for(self.socket.recv(), timeout))
+        if frame.get("type") == "heartbeat":
+            await self.socket.send('{"action": "pong"}')
+        return frame

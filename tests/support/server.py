@@ -54,8 +54,9 @@ def sqlite_url(directory: str | None = None) -> str:
 class LiveServer:
     """One daphne process on a free port; restartable on the same port and database."""
 
-    def __init__(self, database_url: str, port: int | None = None, **env: str) -> None:
+    def __init__(self, database_url: str, port: int | None = None, args: tuple[str, ...] = (), **env: str) -> None:
         self.database_url = database_url
+        self.args = args
         self.port = port or free_port()
         self.env = base_env(database_url, **env)
         self.process: subprocess.Popen | None = None
@@ -73,7 +74,7 @@ class LiveServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
-             "realtime_project.asgi:application"],
+             *self.args, "realtime_project.asgi:application"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

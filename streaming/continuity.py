@@ -1,0 +1,151 @@
+"""Gapless, ordered live delivery of persisted messages, per process and channel.
+
+Persisted messages carry gapless per-channel offsets, so the hub can tell when the bus lost one
+(a publish during a Redis outage, or while this process was still resubscribing) or delivered two
+out of order (concurrent publishers on different processes). Before fanning out a persisted
+message the hub asks `Continuity.admit`: the next offset goes straight through, an older one is a
+duplicate and is dropped, and a jump starts one recovery for the whole process — the missing range
+is read from history once and dispatched in order, followed by what arrived meanwhile. A periodic
+position check compares each channel's newest offset in the database with the last one dispatched,
+so a lost message with nothing published after it is recovered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from streaming import protocol
+from streaming.history import history_heads, history_read
+
+logger = logging.getLogger(__name__)
+
+Dispatch = Callable[[dict[str, Any]], None]
+
+
+def replayed_message(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A bus message rebuilt from a history row (for a recovered offset)."""
+    return {
+        "type": "hub.publish",
+        "channel": envelope["channel"],
+        "offset": envelope["offset"],
+        "event": envelope["type"],
+        "text": protocol.encode(envelope),
+        "sent_at": time.time(),
+    }
+
+
+class Continuity:
+    """Last dispatched offset per channel, and the recoveries that fill gaps."""
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self.dispatch = dispatch
+        self.offsets: dict[str, int] = {}
+        self._recovering: dict[str, list[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._stalled: dict[str, int] = {}  # channel → last offset seen behind the database head
+
+    def admit(self, message: dict[str, Any]) -> bool:
+        """True if a persisted message is the channel's next one and may be dispatched now."""
+        channel, offset = message["channel"], message["offset"]
+        pending = self._recovering.get(channel)
+        if pending is not None:
+            pending.append(message)
+            return False
+        last = self.offsets.get(channel)
+        if last is not None:
+            if offset <= last:
+                return False  # dispatched already (recovered, or sent again after an outage)
+            if offset > last + 1:
+                self._recovering[channel] = [message]
+                self._start(channel, offset - 1)
+                return False
+        self.offsets[channel] = offset
+        return True
+
+    def forget(self, channel: str) -> None:
+        """The process has no subscriber of the channel any more."""
+        self.offsets.pop(channel, None)
+        self._stalled.pop(channel, None)
+
+    def _start(self, channel: str, upto: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._recover(channel, upto))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover(self, channel: str, upto: int) -> None:
+        """Dispatch offsets after the last one up to `upto` from history, then the held messages."""
+        try:
+            while True:
+                await self._fill(channel, upto)
+                upto = self._release(channel)
+                if upto is None:
+                    return
+        except Exception:
+            logger.exception("recovering offsets of %s failed; releasing what is held", channel)
+            for message in sorted(self._recovering.pop(channel, []), key=lambda m: m["offset"]):
+                if message["offset"] > self.offsets.get(channel, 0):
+                    self.offsets[channel] = message["offset"]
+                    self.dispatch(message)
+
+    async def _fill(self, channel: str, upto: int) -> None:
+        last = self.offsets.get(channel, 0)
+        if upto <= last:
+            return
+        recovery = await database_sync_to_async(history_read)(channel, last, upto - last)
+        for envelope in recovery.messages:
+            if last < envelope["offset"] <= upto:
+                self.dispatch(replayed_message(envelope))
+                last = envelope["offset"]
+        if last < upto:
+            logger.warning(
+                "%s: offsets %d..%d are no longer in history; delivered without them", channel, last + 1, upto
+            )
+        else:
+            logger.info("%s: recovered offsets up to %d from history", channel, upto)
+        self.offsets[channel] = upto
+
+    def _release(self, channel: str) -> int | None:
+        """Dispatch held messages in order; the offset to fill up to if another gap remains."""
+        held = sorted(self._recovering.pop(channel, []), key=lambda m: m["offset"])
+        last = self.offsets.get(channel, 0)
+        for index, message in enumerate(held):
+            offset = message["offset"]
+            if offset <= last:
+                continue
+            if offset > last + 1:
+                self._recovering[channel] = held[index:]
+                self.offsets[channel] = last
+                return offset - 1
+            self.dispatch(message)
+            last = offset
+        self.offsets[channel] = last
+        return None
+
+    async def check_positions(self) -> None:
+        """Recover channels whose database head stayed ahead of what was dispatched."""
+        channels = [c for c in self.offsets if c not in self._recovering]
+        if not channels:
+            return
+        heads = await database_sync_to_async(history_heads)(channels)
+        for channel, head in heads.items():
+            last = self.offsets.get(channel)
+            if last is None or head <= last or channel in self._recovering:
+                self._stalled.pop(channel, None)
+                continue
+            if self._stalled.get(channel) == last:  # behind at two checks in a row: lost, not in flight
+                self._stalled.pop(channel, None)
+                self._recovering[channel] = []
+                self._start(channel, head)
+            else:
+                self._stalled[channel] = last
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

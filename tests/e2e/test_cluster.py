@@ -1,0 +1,266 @@
+"""The production shape: three daphne processes behind nginx (deploy/nginx.conf), on real Redis
+and PostgreSQL, with the failure modes: a killed backend, a Redis outage, a graceful stop.
+
+Run alone with `make test-cluster`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+
+from tests.support.clients import SSEReader, WSClient
+from tests.support.nginx import Nginx
+from tests.support.server import LiveServer, migrate
+from tests.support.services import PrivateRedis, create_postgres_database, drop_postgres_database
+
+pytestmark = [pytest.mark.cluster, pytest.mark.redis, pytest.mark.postgres, pytest.mark.server]
+
+ENV = {
+    "WEBSOCKET_DISCONNECT_TIMEOUT": "3",  # liveness window: a killed process is reaped within 6 s
+    "WEBSOCKET_HEARTBEAT_INTERVAL": "1",
+    "TRUSTED_PROXIES": "127.0.0.1/32",
+}
+
+
+class Cluster:
+    def __init__(self, size: int = 3) -> None:
+        self.redis = PrivateRedis().start()
+        self.database_url = create_postgres_database()
+        migrate(self.database_url)
+        self.servers = [
+            LiveServer(self.database_url, args=("--proxy-headers",), REDIS_URL=self.redis.url, **ENV).start()
+            for _ in range(size)
+        ]
+        self.nginx = Nginx([server.port for server in self.servers]).start()
+
+    def close(self) -> None:
+        self.nginx.stop()
+        for server in self.servers:
+            server.kill()
+        self.redis.stop()
+        drop_postgres_database(self.database_url)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster()
+    yield cluster
+    cluster.close()
+
+
+async def connections_by_process(cluster: Cluster, channel: str) -> dict[str, str]:
+    async with httpx.AsyncClient() as http:
+        listed = (await http.get(cluster.nginx.http + f"/ws/connections?channel={channel}&page_size=1000")).json()
+    return {c["id"]: c["process"] for c in listed["results"]}
+
+
+async def test_clients_on_different_backends_receive_each_others_publishes(cluster):
+    clients = [await WSClient(cluster.nginx.ws + "/ws/connect").__aenter__() for _ in range(6)]
+    streams = [await SSEReader(cluster.nginx.http + "/sse/connect?channels=mesh").__aenter__() for _ in range(3)]
+    try:
+        for client in clients:
+            await client.call("subscribe", {"channel": "mesh"})
+        for stream in streams:
+            await stream.until("stream-open")
+        await asyncio.sleep(0.5)  # registry flush of every process
+        processes = await connections_by_process(cluster, "mesh")
+        assert len(processes) == 9 and len(set(processes.values())) == 3  # nginx spread them over all backends
+        for n, sender in enumerate(clients):
+            await sender.call("send_to_channel", {"channel": "mesh", "content": n})
+        for client in clients:
+            got = sorted([(await client.recv())["content"] for _ in range(6)])
+            assert got == list(range(6))
+        for stream in streams:
+            got = sorted([(await stream.next_event())["data"]["content"] for _ in range(6)])
+            assert got == list(range(6))
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
+        for stream in streams:
+            await stream.__aexit__(None, None, None)
+
+
+async def test_stats_and_connection_lists_agree_and_delete_works_across_processes(cluster):
+    clients = [await WSClient(cluster.nginx.ws + "/ws/connect").__aenter__() for _ in range(3)]
+    try:
+        for client in clients:
+            await client.call("subscribe", {"channel": "agree"})
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient() as http:
+            stats = [(await http.get(server.http + "/ws/stats")).json() for server in cluster.servers]
+            lists = [
+                (await http.get(server.http + "/ws/connections?channel=agree")).json() for server in cluster.servers
+            ]
+            assert stats[0] == stats[1] == stats[2]
+            assert stats[0]["websocket"]["max"] == 3000
+            assert (
+                {c["id"] for c in lists[0]["results"]}
+                == {c["id"] for c in lists[1]["results"]}
+                == {c["id"] for c in lists[2]["results"]}
+            )
+            for client in clients:  # DELETE through nginx lands on any backend
+                response = await http.delete(
+                    cluster.nginx.http + f"/ws/connections/{client.greeting['data']['connection_id']}"
+                )
+                assert response.status_code == 204
+        for client in clients:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.recv(timeout=3)
+            assert closed.value.rcvd.code == 4409
+    finally:
+        for client in clients:
+            await client.socket.close()
+
+
+class Subscriber:
+    """A WebSocket client through nginx that reconnects and resumes from its last offset."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.url, self.channel = url, channel
+        self.offsets: list[int] = []
+        self.ids: list[str] = []
+        self.reconnects = 0
+        self.client: WSClient | None = None
+
+    async def connect(self) -> None:
+        self.client = await WSClient(self.url).__aenter__()
+        since = self.offsets[-1] if self.offsets else None
+        data = {"channel": self.channel} | ({"since": since} if since is not None else {})
+        reply = await self.client.call("subscribe", data)
+        assert reply["type"] == "subscribed"
+        if since is not None:
+            assert reply["content"]["recovered"] is True
+
+    async def run(self, until: float) -> None:
+        await self.connect()
+        while time.monotonic() < until:
+            try:
+                frame = await self.client.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            except websockets.ConnectionClosed:
+                self.reconnects += 1
+                while True:
+                    try:
+                        await self.connect()
+                        break
+                    except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed):
+                        await asyncio.sleep(0.2)
+                continue
+            if frame.get("channel") == self.channel and frame.get("offset") is not None:
+                self.offsets.append(frame["offset"])
+                self.ids.append(frame["id"])
+        await self.client.socket.close()
+
+
+async def publish_steadily(url: str, channel: str, count: int, rate: float) -> list[int]:
+    offsets = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for n in range(count):
+            response = await http.post(
+                url + "/ws/send-to-channel", json={"channel": channel, "message": {"content": n}, "persist": True}
+            )
+            assert response.status_code == 202, response.text
+            offsets.append(response.json()["offset"])
+            await asyncio.sleep(1 / rate)
+    return offsets
+
+
+async def test_killed_backend_clients_reconnect_and_recover_exactly_once(cluster):
+    victim = cluster.servers[0]
+    subscribers = [Subscriber(cluster.nginx.ws + "/ws/connect", "failover") for _ in range(6)]
+    until = time.monotonic() + 8
+    tasks = [asyncio.create_task(s.run(until)) for s in subscribers]
+    await asyncio.sleep(1)
+    publisher = asyncio.create_task(publish_steadily(cluster.servers[1].http, "failover", 40, rate=10))
+    await asyncio.sleep(1)
+    victim.kill()  # SIGKILL mid-stream
+    offsets = await publisher
+    await asyncio.gather(*tasks)
+    assert sum(s.reconnects for s in subscribers) >= 1  # some were on the killed backend
+    for subscriber in subscribers:
+        delivered = [o for o in subscriber.offsets if offsets[0] <= o <= offsets[-1]]
+        assert delivered == offsets, f"lost or duplicated: {sorted(set(offsets) ^ set(delivered))}"
+        assert len(subscriber.ids) == len(set(subscriber.ids))
+    # the killed process's rows are reaped by the survivors within 2 x WEBSOCKET_DISCONNECT_TIMEOUT
+    deadline = time.monotonic() + 6
+    async with httpx.AsyncClient() as http:
+        while True:
+            stats = (await http.get(cluster.servers[1].http + "/ws/stats")).json()
+            listed = (await http.get(cluster.servers[1].http + "/ws/connections?page_size=1000")).json()["results"]
+            if stats["websocket"]["max"] == 2000 and not [
+                c for c in listed if c["process"].split(":")[1] == str(victim.last_pid)
+            ]:
+                break
+            assert time.monotonic() < deadline, "ghost connections of the killed backend remain"
+            await asyncio.sleep(0.3)
+    victim.start()  # back in the pool for the next tests
+
+
+async def test_redis_outage_loses_no_persisted_message_and_delivery_resumes(cluster):
+    subscribers = [Subscriber(cluster.nginx.ws + "/ws/connect", "outage") for _ in range(3)]
+    stream = await SSEReader(cluster.nginx.http + "/sse/connect?channels=outage").__aenter__()
+    await stream.until("stream-open")
+    until = time.monotonic() + 14
+    tasks = [asyncio.create_task(s.run(until)) for s in subscribers]
+    await asyncio.sleep(0.5)
+    publisher = asyncio.create_task(publish_steadily(cluster.servers[1].http, "outage", 50 * 7, rate=50))
+    await asyncio.sleep(1)
+    cluster.redis.stop()
+    await asyncio.sleep(5)
+    cluster.redis.start()
+    offsets = await publisher
+    await asyncio.gather(*tasks)
+    assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))  # every publish committed, gapless
+    for subscriber in subscribers:
+        assert subscriber.reconnects == 0  # connections stayed open through the outage
+        delivered = [o for o in subscriber.offsets if offsets[0] <= o <= offsets[-1]]
+        assert sorted(set(delivered)) == offsets  # everything arrived live once Redis was back
+    sse_offsets = set()
+    while True:
+        try:
+            event = await stream.next_event(timeout=2)
+        except TimeoutError:
+            break
+        if event["data"].get("offset") is not None:
+            sse_offsets.add(event["data"]["offset"])
+    await stream.__aexit__(None, None, None)
+    assert set(offsets) <= sse_offsets
+
+
+async def test_sigterm_sends_1001_through_nginx(cluster):
+    target = cluster.servers[2]
+    clients = [await WSClient(cluster.nginx.ws + "/ws/connect").__aenter__() for _ in range(6)]
+    await asyncio.sleep(0.5)
+    on_target = {
+        cid
+        for cid, process in (await connections_by_process_all(cluster)).items()
+        if process.split(":")[1] == str(target.process_pid)
+    }
+    assert on_target
+    target.stop()
+    codes = {}
+    for client in clients:
+        connection_id = client.greeting["data"]["connection_id"]
+        if connection_id in on_target:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.recv(timeout=5)
+            codes[connection_id] = closed.value.rcvd.code
+        await client.socket.close()
+    assert set(codes.values()) == {1001}
+    target.start()
+
+
+async def connections_by_process_all(cluster: Cluster) -> dict[str, str]:
+    async with httpx.AsyncClient() as http:
+        listed = (await http.get(cluster.nginx.http + "/ws/connections?page_size=1000")).json()
+    return {c["id"]: c["process"] for c in listed["results"]}
+
+
+_ = json

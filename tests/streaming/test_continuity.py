@@ -1,0 +1,94 @@
+"""Gap filling and ordering of persisted messages at the hub (streaming.continuity)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from streaming import protocol
+from streaming.continuity import Continuity
+from streaming.history import history_append
+from streaming.hub import bus_message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def persist(channel: str, count: int) -> list[dict]:
+    envelopes = []
+    for n in range(count):
+        envelope = protocol.envelope(type="text", channel=channel, content=n)
+        with transaction.atomic():
+            history_append(channel=channel, envelope=envelope)
+        envelopes.append(envelope)
+    return envelopes
+
+
+def message(envelope: dict) -> dict:
+    return bus_message(envelope["channel"], protocol.encode(envelope), envelope["offset"], envelope["type"])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.continuity = Continuity(lambda m: self.offsets.append(m["offset"]))
+
+    def offer(self, *messages: dict) -> None:
+        for item in messages:
+            if self.continuity.admit(item):
+                self.continuity.dispatch(item)
+
+    async def settle(self) -> None:
+        for _ in range(100):
+            if not self.continuity._tasks:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("recovery did not finish")
+
+
+async def test_in_order_messages_pass_and_duplicates_are_dropped():
+    envelopes = await persist("c", 3)
+    recorder = Recorder()
+    recorder.offer(*(message(e) for e in envelopes), message(envelopes[1]))
+    assert recorder.offsets == [1, 2, 3]
+
+
+async def test_a_gap_is_filled_from_history_once_and_in_order():
+    envelopes = await persist("g", 6)
+    recorder = Recorder()
+    recorder.offer(message(envelopes[0]), message(envelopes[3]))  # 2 and 3 were lost on the bus
+    recorder.offer(message(envelopes[4]))  # arrives while the gap is being filled: held
+    await recorder.settle()
+    recorder.offer(message(envelopes[5]), message(envelopes[2]))  # the late 3 is a duplicate by now
+    assert recorder.offsets == [1, 2, 3, 4, 5, 6]
+
+
+async def test_out_of_order_arrival_is_delivered_in_order():
+    envelopes = await persist("o", 3)
+    recorder = Recorder()
+    recorder.offer(message(envelopes[0]), message(envelopes[2]), message(envelopes[1]))
+    await recorder.settle()
+    assert recorder.offsets == [1, 2, 3]
+
+
+async def test_position_check_recovers_a_lost_tail_after_two_checks():
+    envelopes = await persist("t", 3)
+    recorder = Recorder()
+    recorder.offer(message(envelopes[0]))  # 2 and 3 were lost and nothing came after them
+    await recorder.continuity.check_positions()
+    assert recorder.offsets == [1]  # one look behind could be messages in flight
+    await recorder.continuity.check_positions()
+    await recorder.settle()
+    assert recorder.offsets == [1, 2, 3]
+
+
+async def test_a_gap_history_no_longer_holds_is_skipped(realtime):
+    realtime(channel_history_size=2)
+    envelopes = await persist("short", 5)  # only 4 and 5 are retained
+    recorder = Recorder()
+    recorder.offer(message(envelopes[0]), message(envelopes[4]))
+    await recorder.settle()
+    assert recorder.offsets == [1, 4, 5]
