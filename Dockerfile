@@ -19,6 +19,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
 
-# migrate (idempotent; run it from one container in larger deployments), then daphne with the
-# proxy headers nginx sets, through the wrapper that keeps credentials out of the access log.
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec python -m realtime_project.server -b 0.0.0.0 -p 8000 --proxy-headers realtime_project.asgi:application"]
+# migrate (idempotent; run it from one container in larger deployments), then daphne through the
+# wrapper that keeps credentials out of the access log. No --proxy-headers: daphne would believe
+# the left-most X-Forwarded-For, which the client writes; TRUSTED_PROXIES reads it safely instead.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec python -m realtime_project.server -b 0.0.0.0 -p 8000 realtime_project.asgi:application"]

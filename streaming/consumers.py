@@ -31,6 +31,7 @@ from streaming.auth import (
 )
 from streaming.errors import (
     Forbidden,
+    InvalidJSON,
     InvalidMessage,
     MessageTooLarge,
     RateLimited,
@@ -180,6 +181,7 @@ class StreamConsumer(AsyncConsumer):
             return
         self.closing = True
         self.close_code = int(code)
+        self.outbox.close()
         self._close_task = asyncio.ensure_future(close_websocket(self.base_send, code, reason))
 
     # -- frames out --------------------------------------------------------------------------
@@ -189,7 +191,10 @@ class StreamConsumer(AsyncConsumer):
         probe = write_buffer_probe(self.base_send)
         send = unwrap_send(self.base_send)  # we never modify the session: skip its per-frame checks
         while True:
-            for text in await self.outbox.take():
+            frames = await self.outbox.take()
+            if not frames:
+                return  # closed
+            for text in frames:
                 await send({"type": "websocket.send", "text": text})
             if probe is not None and probe() > HIGH_WATER:
                 await wait_for_drain(probe)
@@ -243,7 +248,10 @@ class StreamConsumer(AsyncConsumer):
         self.last_seen = time.time()
         request_id = None
         try:
-            text = self._admit_frame(message)
+            text, allowed = self._admit_frame(message)
+            if not allowed:
+                request_id = protocol.request_id_of(_decode_or_none(text))
+                raise RateLimited(f"More than {self.runtime.config.client_rate_limit:g} messages/s.")
             payload = protocol.decode(text)
             request_id = protocol.request_id_of(payload)
             frame = protocol.parse_frame(payload)
@@ -254,19 +262,24 @@ class StreamConsumer(AsyncConsumer):
             logger.exception("action failed on connection %s", self.connection_id)
             self.send_frame(protocol.error_reply("internal_error", "Internal error.", request_id))
 
-    def _admit_frame(self, message: dict) -> str:
-        """Rate limit and size check before any parsing."""
-        if not self.bucket.take():
-            if self.bucket.abusive():
-                self.close(CloseCode.SLOW_CONSUMER, "rate limit exceeded")
-            raise RateLimited(f"More than {self.runtime.config.client_rate_limit:g} messages/s.")
+    def _admit_frame(self, message: dict) -> tuple[str, bool]:
+        """Count the frame against the rate limit and check its size before any parsing.
+
+        Returns the text and whether the rate limit allows it; a refused frame is still parsed
+        (bounded by the size limit) so that its error reply can carry its request_id.
+        """
+        allowed = self.bucket.take()
+        if not allowed and self.bucket.abusive():
+            self.close(CloseCode.SLOW_CONSUMER, "rate limit exceeded")
         text = message.get("text")
         if text is None:
-            raise InvalidMessage("Binary frames are not supported; send JSON as text.")
+            raise (
+                RateLimited() if not allowed else InvalidMessage("Binary frames are not supported; send JSON as text.")
+            )
         limit = self.runtime.config.websocket_max_message_size
         if len(text) > limit // 4 and len(text.encode("utf-8", "surrogatepass")) > limit:
             raise MessageTooLarge(f"Frames are limited to {limit} bytes.")
-        return text
+        return text, allowed
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -299,9 +312,11 @@ class StreamConsumer(AsyncConsumer):
             )
         )
         for envelope in recovery.messages:
-            self.push(protocol.encode(envelope))
-        floor = recovery.messages[-1]["offset"] if recovery.messages else (since or 0)
-        self._floors[channel] = max(floor, since or 0)
+            await self.outbox.put_paced(protocol.encode(envelope))
+        # Everything up to the floor was replayed or is known to the client; a `since` beyond
+        # the head (a history that was reset) counts for nothing: live messages start at the head.
+        floor = recovery.messages[-1]["offset"] if recovery.messages else min(since or 0, recovery.offset)
+        self._floors[channel] = max(floor, min(since or 0, recovery.offset))
         for offset, text in buffered:
             if offset is None or offset > self._floors[channel]:
                 self.push(text)
@@ -418,6 +433,13 @@ class StreamConsumer(AsyncConsumer):
             services.apublish_to_channel(channel=channel, content=content, type=protocol.PRESENCE)
         )
         task.add_done_callback(_log_failure)
+
+
+def _decode_or_none(text: str) -> Any:
+    try:
+        return protocol.decode(text)
+    except InvalidJSON:
+        return None
 
 
 def _log_failure(task: asyncio.Future) -> None:

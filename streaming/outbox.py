@@ -25,13 +25,14 @@ class OutboxFull(Exception):
 class Outbox:
     """A bounded FIFO of frames with one waiting reader (the connection's writer task)."""
 
-    __slots__ = ("_items", "_waiter", "closed", "limit")
+    __slots__ = ("_items", "_room", "_waiter", "closed", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.closed = False
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future | None = None
+        self._room: asyncio.Future | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -47,6 +48,22 @@ class Outbox:
         """No more frames: the reader gets what is queued, then an empty batch."""
         self.closed = True
         self._wake()
+        self._make_room()
+
+    async def put_paced(self, frame: Any) -> None:
+        """Queue a frame, first waiting for the reader to make room (for replays, which are a burst
+        the client asked for, not a sign of a slow consumer). Returns at once if closed."""
+        while len(self._items) >= self.limit and not self.closed:
+            if self._room is None or self._room.done():
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        if not self.closed:
+            self.put(frame)
+
+    def _make_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -63,6 +80,7 @@ class Outbox:
                 self._waiter = None
         items = list(self._items)
         self._items.clear()
+        self._make_room()
         return items
 
 

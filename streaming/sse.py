@@ -337,7 +337,8 @@ class SSEListener:
             self.positions[channel] = recovery.offset if since is None else since
             for envelope in recovery.messages:
                 self.positions[channel] = envelope["offset"]
-                self.push(sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions)))
+                frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
+                await self.outbox.put_paced(frame)
         self._floors[channel] = self.positions[channel]
         for message in buffered:
             self._forward(message)

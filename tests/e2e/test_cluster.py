@@ -33,10 +33,7 @@ class Cluster:
         self.redis = PrivateRedis().start()
         self.database_url = create_postgres_database()
         migrate(self.database_url)
-        self.servers = [
-            LiveServer(self.database_url, args=("--proxy-headers",), REDIS_URL=self.redis.url, **ENV).start()
-            for _ in range(size)
-        ]
+        self.servers = [LiveServer(self.database_url, REDIS_URL=self.redis.url, **ENV).start() for _ in range(size)]
         self.nginx = Nginx([server.port for server in self.servers]).start()
 
     def close(self) -> None:
@@ -264,3 +261,16 @@ async def connections_by_process_all(cluster: Cluster) -> dict[str, str]:
 
 
 _ = json
+
+
+async def test_nginx_access_log_keeps_tokens_out(cluster):
+    from streaming.auth import authenticator
+
+    token = authenticator.create_access_token({"sub": "logged"})
+    async with SSEReader(f"{cluster.nginx.http}/sse/connect?channels=quiet&token={token}") as stream:
+        await stream.until("stream-open")
+    async with httpx.AsyncClient() as http:
+        await http.get(f"{cluster.nginx.http}/ws/stats?api_key=marker-key-123")
+    log = (cluster.nginx.directory / "access.log").read_text()
+    assert "/sse/connect" in log and "/ws/stats" in log
+    assert token not in log and "marker-key-123" not in log

@@ -25,7 +25,7 @@ def render_site(backend_ports: list[int], listen_port: int) -> str:
     assert replaced == 1, "deploy/nginx.conf has no upstream realtime_app block"
     site, replaced = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen_port};", site)
     assert replaced == 1, "deploy/nginx.conf has no 'listen 80;'"
-    return site
+    return site.replace("/var/log/nginx/access.log", "{directory}/access.log")
 
 
 class Nginx:
@@ -38,7 +38,8 @@ class Nginx:
         self.binary = binary
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="nginx-test-"))
-        (self.directory / "site.conf").write_text(render_site(backend_ports, self.port))
+        site = render_site(backend_ports, self.port).replace("{directory}", str(self.directory))
+        (self.directory / "site.conf").write_text(site)
         (self.directory / "nginx.conf").write_text(
             f"""daemon off;
 worker_processes 1;
@@ -46,7 +47,6 @@ pid {self.directory}/nginx.pid;
 error_log {self.directory}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {self.directory}/access.log;
     client_body_temp_path {self.directory}/body;
     proxy_temp_path {self.directory}/proxy;
     fastcgi_temp_path {self.directory}/fastcgi;
