@@ -46,10 +46,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
     if isinstance(exc, exceptions.ValidationError):
+        if "invalid_channel" in _leaf_codes(exc.get_codes()):
+            code = "invalid_channel"  # the same code as on WebSocket and /sse/connect
         body = protocol.error_body(code, "The request body is invalid.", _fields(exc.detail))
     else:
         body = protocol.error_body(code, str(exc.detail))
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def _leaf_codes(codes: Any) -> set[str]:
+    if isinstance(codes, dict):
+        return set().union(*(_leaf_codes(value) for value in codes.values())) if codes else set()
+    if isinstance(codes, list):
+        return set().union(*(_leaf_codes(value) for value in codes)) if codes else set()
+    return {str(codes)}
 
 
 def _fields(detail: Any) -> dict[str, Any]:

@@ -271,6 +271,11 @@ async def test_nginx_access_log_keeps_tokens_out(cluster):
         await stream.until("stream-open")
     async with httpx.AsyncClient() as http:
         await http.get(f"{cluster.nginx.http}/ws/stats?api_key=marker-key-123")
-    log = (cluster.nginx.directory / "access.log").read_text()
+    log_path = cluster.nginx.directory / "access.log"
+    for _ in range(40):  # lines are written as requests complete
+        log = log_path.read_text()
+        if "/sse/connect" in log and "/ws/stats" in log:
+            break
+        await asyncio.sleep(0.05)
     assert "/sse/connect" in log and "/ws/stats" in log
     assert token not in log and "marker-key-123" not in log

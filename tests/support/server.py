@@ -71,12 +71,8 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> LiveServer:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
-             *self.args, "realtime_project.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self._spawn(log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -87,6 +83,13 @@ class LiveServer:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError(f"daphne did not start on {self.port}:\n{self.log()}")
+
+    def _spawn(self, log) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
+             *self.args, "realtime_project.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -1,0 +1,74 @@
+"""Python clients of the realtime server: WebSocket and Server-Sent Events, with reconnection.
+
+Nothing here imports Django: the package runs in any Python 3.11+ process with `websockets` and
+`httpx` installed. The design document's usage::
+
+    from streaming.clients import create_ws_client
+
+    client = create_ws_client(host="localhost", port=8000, token=token)
+
+    @client.on_message("text")
+    async def handle_message(data):
+        print(data["content"])
+
+    await client.connect()
+    await client.subscribe_to_channel("test_channel")
+    await client.send_to_channel("test_channel", "Hello!")
+
+The command line (`python -m streaming.clients listen|publish …`) is in `__main__`.
+"""
+
+from streaming.clients.backoff import Backoff
+from streaming.clients.contexts import (
+    ClientState,
+    ConnectedContext,
+    DisconnectedContext,
+    ErrorContext,
+    ReconnectedContext,
+)
+from streaming.clients.exceptions import (
+    AccessDenied,
+    AuthenticationFailed,
+    ClientError,
+    ConnectFailed,
+    ConnectionLost,
+    FatalError,
+    NotConnected,
+    ReconnectFailed,
+    Refused,
+    ReplyError,
+    RequestTimeout,
+    TransportError,
+)
+from streaming.clients.publisher import HTTPPublisher
+from streaming.clients.reconnecting import ReconnectingClient, process_exception
+from streaming.clients.sse_client import SSEClient, create_sse_client
+from streaming.clients.ws_client import WebSocketClient, create_ws_client
+
+__all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
+    "Backoff",
+    "ClientError",
+    "ClientState",
+    "ConnectFailed",
+    "ConnectedContext",
+    "ConnectionLost",
+    "DisconnectedContext",
+    "ErrorContext",
+    "FatalError",
+    "HTTPPublisher",
+    "NotConnected",
+    "ReconnectFailed",
+    "ReconnectedContext",
+    "ReconnectingClient",
+    "Refused",
+    "ReplyError",
+    "RequestTimeout",
+    "SSEClient",
+    "TransportError",
+    "WebSocketClient",
+    "create_sse_client",
+    "create_ws_client",
+    "process_exception",
+]

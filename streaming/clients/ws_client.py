@@ -1,0 +1,378 @@
+"""The WebSocket client of `/ws/connect` (SPEC §5): requests with replies, handlers, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from streaming.clients.contexts import ConnectedContext
+from streaming.clients.dedup import is_envelope
+from streaming.clients.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
+from streaming.clients.exceptions import (
+    AccessDenied,
+    AuthenticationFailed,
+    ClientError,
+    ConnectFailed,
+    ConnectionLost,
+    NotConnected,
+    ReplyError,
+    RequestTimeout,
+    describe,
+)
+from streaming.clients.handlers import Handler
+from streaming.clients.reconnecting import ReconnectingClient
+
+# daphne drops the reason the server gives when closing, so the client names each code itself.
+CLOSE_REASONS = {
+    1000: "closed normally",
+    1001: "the server is going away",
+    1011: "server error",
+    1013: "the server is full (max connections); try again later",
+    4401: "authentication failed or expired",
+    4403: "origin or IP address not allowed",
+    4408: "closed as idle",
+    4409: "closed by an administrator",
+    4429: "slow consumer or sustained rate-limit abuse",
+}
+
+
+def close_error(closed: ConnectionClosed, *, greeted: bool) -> ClientError:
+    """The error for a closed WebSocket: fatal for 4401/4403, retryable for anything else."""
+    frame = closed.rcvd
+    code = frame.code if frame is not None else None
+    reason = (frame.reason if frame is not None else "") or CLOSE_REASONS.get(code or 0, "the connection dropped")
+    if code == 4401:
+        return AuthenticationFailed(reason, code)
+    if code == 4403:
+        return AccessDenied(reason, code)
+    return ConnectionLost(reason, code) if greeted else ConnectFailed(reason, code)
+
+
+class WebSocketClient(ReconnectingClient):
+    """A WebSocket client that keeps its subscriptions across reconnections.
+
+    Every request awaits its reply (matched by `request_id`) for `request_timeout` seconds and
+    raises ReplyError on an error reply. Handlers get each frame whose `type` matches (`"*"`: all).
+    After a reconnection every channel is subscribed again with `since` = the last offset seen, and
+    `client.recovery[channel]` (also passed to `on_reconnect`) says whether nothing was missed.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 8000,
+        *,
+        token: str | None = None,
+        api_key: str | None = None,
+        secure: bool = False,
+        path: str = "/ws/connect",
+        api_key_header: str = DEFAULT_API_KEY_HEADER,
+        max_message_size: int = 2**20,
+        close_timeout: float = 2.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(Endpoint(host, port, secure, token, api_key, api_key_header), **options)
+        self.path = path
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._request_ids = itertools.count(1)
+        self._channels: dict[str, int | None] = {}
+        self._silence_limit: float | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.ws_url(self.path)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels subscribed to (subscribed again after each reconnection)."""
+        return list(self._channels)
+
+    @property
+    def offsets(self) -> dict[str, int | None]:
+        """The last offset seen per channel: the `since` of its next resubscription."""
+        return dict(self._channels)
+
+    def on_message(self, type: str = "*") -> Callable[[Handler], Handler]:
+        """Decorator: call the handler (sync or async) with every frame of this `type` ("*" for all)."""
+        return self._handlers.decorator(type)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def request(self, action: str, data: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Send one frame and return its reply's `content`; raise ReplyError on an error reply."""
+        await self._wait_connected()
+        ws = self._ws
+        if ws is None:
+            raise NotConnected("the connection is closing")
+        request_id = str(next(self._request_ids))
+        frame: dict[str, Any] = {"action": action, "request_id": request_id}
+        if data is not None:
+            frame["data"] = data
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        limit = self.request_timeout if timeout is None else timeout
+        try:
+            await ws.send(json.dumps(frame, ensure_ascii=False))
+            reply = await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {action!r} within {limit:g} s") from None
+        except ConnectionClosed as closed:
+            raise close_error(closed, greeted=True) from None
+        finally:
+            self._pending.pop(request_id, None)
+        if reply.get("type") == "error":
+            raise ReplyError.from_body(reply.get("content"))
+        return reply.get("content")
+
+    async def ping(self) -> float:
+        """Round-trip time of a ping to the server, in seconds."""
+        started = time.perf_counter()
+        await self.request("ping")
+        return time.perf_counter() - started
+
+    async def subscribe_to_channel(self, channel: str, since: int | None = None) -> dict[str, Any]:
+        """Subscribe, resuming after offset `since` if given; returns `{channel, offset, recovered}`.
+
+        The channel's retained history (or what followed `since`) arrives next, as envelopes.
+        """
+        known = channel in self._channels
+        self._channels[channel] = _later(self._channels.get(channel), since)
+        data: dict[str, Any] = {"channel": channel}
+        if since is not None:
+            data["since"] = since
+        try:
+            content = await self.request("subscribe", data)
+        except ReplyError:
+            if not known:
+                self._channels.pop(channel, None)
+            raise
+        if content.get("offset") == (since or 0) and channel in self._channels:
+            # Nothing to replay: the channel's head is our position.
+            self._channels[channel] = _later(self._channels[channel], content["offset"])
+        return content
+
+    async def unsubscribe_from_channel(self, channel: str) -> dict[str, Any]:
+        """Leave a channel; it is no longer restored after reconnections."""
+        content = await self.request("unsubscribe", {"channel": channel})
+        self._channels.pop(channel, None)
+        self.recovery.pop(channel, None)
+        return content
+
+    async def send_to_channel(
+        self, channel: str, content: Any, persist: bool = False, type: str | None = None
+    ) -> dict[str, Any]:
+        """Publish to a channel; returns the ack `{id, offset?}` (`offset` when persisted)."""
+        data: dict[str, Any] = {"channel": channel, "content": content}
+        if type is not None:
+            data["type"] = type
+        if persist:
+            data["persist"] = True
+        return await self.request("send_to_channel", data)
+
+    async def send_to_user(self, user_id: str, content: Any, type: str | None = None) -> dict[str, Any]:
+        """Send to every connection of a user; returns the ack `{id}`."""
+        data: dict[str, Any] = {"user_id": user_id, "content": content}
+        if type is not None:
+            data["type"] = type
+        return await self.request("send_to_user", data)
+
+    async def send_message(self, content: Any) -> dict[str, Any]:
+        """Send a client message: echoed to this user's connections and handed to the server's signal."""
+        return await self.request("message", {"content": content})
+
+    async def history(self, channel: str, since: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        """A page of retained history: `{channel, offset, messages, recovered, has_more}`."""
+        data: dict[str, Any] = {"channel": channel}
+        if since is not None:
+            data["since"] = since
+        if limit is not None:
+            data["limit"] = limit
+        return await self.request("history", data)
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """Who is on a channel: `{channel, connections, users}`."""
+        return await self.request("presence", {"channel": channel})
+
+    async def refresh_token(self, token: str) -> dict[str, Any]:
+        """Replace the connection's token (same user); reconnections use the new one."""
+        content = await self.request("refresh", {"token": token})
+        self.endpoint.token = token
+        return content
+
+    # -- the connection ------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            ws = await websockets.connect(
+                self.url,
+                additional_headers=self.endpoint.headers(),
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_message_size,
+            )
+        except InvalidStatus as refused:
+            response = refused.response
+            raise refusal_error(
+                response.status_code,
+                (response.body or b"").decode(errors="replace")[:200] or str(refused),
+                retry_after_seconds(response.headers.get("Retry-After")),
+            ) from None
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as error:
+            raise ConnectFailed(f"cannot connect to {self.url}: {describe(error)}") from error
+        self.connection = await self._greeting(ws)
+        self._ws = ws
+
+    async def _greeting(self, ws: ClientConnection) -> ConnectedContext:
+        """Wait for `connected`; a refusal arrives instead as a close (4401, 4403, 1013)."""
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                text = await ws.recv()
+        except ConnectionClosed as closed:
+            raise close_error(closed, greeted=False) from None
+        except TimeoutError:
+            await ws.close()
+            raise ConnectFailed(f"no greeting from {self.url} within {self.open_timeout:g} s") from None
+        frame = _decode(text)
+        if not isinstance(frame, dict) or frame.get("type") != "connected" or not isinstance(frame.get("data"), dict):
+            await ws.close()
+            raise ConnectFailed(f"expected a `connected` greeting, got {str(text)[:100]!r}")
+        data = frame["data"]
+        interval = data.get("heartbeat_interval")
+        interval = float(interval) if isinstance(interval, int | float) and interval > 0 else 0.0
+        self._silence_limit = 2 * interval or None
+        self._dispatch(("connected",), frame)
+        return ConnectedContext(
+            connection_id=str(data.get("connection_id")),
+            user_id=data.get("user_id"),
+            heartbeat_interval=interval,
+            channels=list(self._channels),
+            greeting=frame,
+        )
+
+    async def _read(self) -> ClientError:
+        ws = self._ws
+        assert ws is not None
+        while True:
+            try:
+                async with asyncio.timeout(self._silence_limit):
+                    text = await ws.recv()
+            except TimeoutError:
+                return ConnectionLost(f"no frame from the server for {self._silence_limit:g} s (two heartbeats)")
+            except ConnectionClosed as closed:
+                return close_error(closed, greeted=True)
+            await self._receive(ws, text)
+
+    async def _receive(self, ws: ClientConnection, text: str | bytes) -> None:
+        """Resolve the request a reply answers, answer heartbeats, drop duplicates, dispatch."""
+        frame = _decode(text)
+        if not isinstance(frame, dict):
+            self._report(ClientError(f"a frame that is not a JSON object: {str(text)[:100]!r}"), "reading")
+            return
+        request_id = frame.get("request_id")
+        if request_id is not None:
+            future = self._pending.pop(str(request_id), None)
+            if future is not None and not future.done():
+                future.set_result(frame)
+        kind = str(frame.get("type"))
+        if kind == "heartbeat":
+            with contextlib.suppress(ConnectionClosed):  # the read loop sees the close next
+                await ws.send('{"action":"pong"}')
+        elif is_envelope(frame):
+            if not self._accept(frame):
+                return
+            self._note_offset(frame)
+        self._dispatch((kind,), frame)
+
+    def _note_offset(self, envelope: dict[str, Any]) -> None:
+        channel, offset = envelope.get("channel"), envelope.get("offset")
+        if channel in self._channels and isinstance(offset, int):
+            self._channels[channel] = _later(self._channels[channel], offset)
+
+    async def _restore(self) -> dict[str, bool]:
+        recovered: dict[str, bool] = {}
+        for channel, since in list(self._channels.items()):
+            try:
+                content = await self.subscribe_to_channel(channel, since)
+            except ReplyError as error:
+                self._channels.pop(channel, None)
+                self._report(error, f"resubscribing to {channel!r}")
+                recovered[channel] = False
+                continue
+            recovered[channel] = since is not None and bool(content.get("recovered"))
+        return recovered
+
+    async def _close_transport(self, error: ClientError) -> None:
+        ws, self._ws = self._ws, None
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(_request_failure(error))
+        if isinstance(error, NotConnected):  # our own disconnect: close cleanly before returning
+            if ws is not None:
+                await ws.close()
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        elif ws is not None:  # lost or silent: a close handshake may never be answered; don't wait for it
+            closing = asyncio.create_task(ws.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+
+def create_ws_client(
+    host: str = "localhost",
+    port: int = 8000,
+    token: str | None = None,
+    api_key: str | None = None,
+    secure: bool = False,
+    auto_reconnect: bool = True,
+    max_reconnect_attempts: int | None = 10,
+    reconnect_interval: float = 5,
+    **options: Any,
+) -> WebSocketClient:
+    """The design document's factory: a WebSocketClient (see it and ReconnectingClient for `options`)."""
+    return WebSocketClient(
+        host,
+        port,
+        token=token,
+        api_key=api_key,
+        secure=secure,
+        auto_reconnect=auto_reconnect,
+        max_reconnect_attempts=max_reconnect_attempts,
+        reconnect_interval=reconnect_interval,
+        **options,
+    )
+
+
+def _decode(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _later(current: int | None, offset: int | None) -> int | None:
+    """The later of two positions, where None means "none yet"."""
+    if current is None:
+        return offset
+    return current if offset is None else max(current, offset)
+
+
+def _request_failure(error: ClientError) -> ClientError:
+    """What a request waiting for its reply raises when the connection ends first."""
+    if isinstance(error, NotConnected):
+        return NotConnected(str(error))
+    failure = ConnectionLost(f"the connection ended before the reply: {error}", getattr(error, "code", None))
+    failure.__cause__ = error
+    return failure
