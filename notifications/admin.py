@@ -4,17 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from notifications.messages import NotificationMessage
-from notifications.models import Notification, NotificationRead
+from notifications.models import Notification, NotificationRead, Target
 from notifications.services import notification_create
+from streaming import protocol
+from streaming.errors import StreamingError
+
+
+class NotificationForm(forms.ModelForm):
+    """The compose form: the chosen target must come with a valid address, so nothing goes astray."""
+
+    ADDRESSES = {
+        Target.CHANNEL: ("channel", protocol.validate_channel),
+        Target.USER: ("user_id", protocol.validate_user_id),
+    }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "target" not in self.fields:
+            return data  # a sent notification, shown read-only
+        target = data.get("target")
+        for address_target, (field, validate) in self.ADDRESSES.items():
+            if target != address_target:
+                data[field] = ""  # an address this target does not use
+            elif not data.get(field):
+                self.add_error(field, f"Required to send to {Target(target).label.lower()}.")
+            else:
+                try:
+                    data[field] = validate(data[field])
+                except StreamingError as error:
+                    self.add_error(field, error.detail)
+        return data
 
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
+    form = NotificationForm
     list_display = ["title", "level", "target", "channel", "user_id", "created_by_label", "created_at", "read_count"]
     list_filter = ["level", "target"]
     search_fields = ["title", "channel", "user_id"]

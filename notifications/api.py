@@ -19,6 +19,7 @@ from streaming import protocol
 from streaming.api.authentication import request_identity
 from streaming.api.permissions import IsAuthenticatedCaller
 from streaming.api.serializers import ChannelField, ErrorSerializer, UserIdField
+from streaming.api.views import flush_local_registry
 from streaming.errors import Forbidden, NotFound
 
 
@@ -88,6 +89,7 @@ class NotificationSendView(APIView):
 
 
 def _caller(request: Request) -> tuple[Any, list[str]]:
+    flush_local_registry()  # this process's newest subscriptions count as the caller's channels
     identity = request_identity(request)
     if identity.user_id is None:
         raise Forbidden("The notification centre belongs to a user; use a user's token or session.")

@@ -84,6 +84,7 @@ class ConnectionRegistry:
         self._seen_flushed: dict[str, float] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._inflight: asyncio.Future | None = None
         self._registered_process = False
         self._next_heartbeat = 0.0
         self._next_expiry = time.monotonic() + HISTORY_EXPIRY_SECONDS
@@ -152,6 +153,8 @@ class ConnectionRegistry:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
 
     def _tick_seconds(self) -> float:
         config = self.config
@@ -203,8 +206,13 @@ class ConnectionRegistry:
             pending, self._pending = self._pending, _Pending()
             seen = self._collect_seen()
             expire = time.monotonic() >= self._next_expiry
+            # Shielded: a cancelled flush (shutdown) still lets the thread finish its transaction,
+            # and stop() waits for it, so nobody reads or tears down the database mid-write.
+            self._inflight = asyncio.ensure_future(
+                database_sync_to_async(self._write)(pending, seen, now, heartbeat_due, expire)
+            )
             try:
-                await database_sync_to_async(self._write)(pending, seen, now, heartbeat_due, expire)
+                await asyncio.shield(self._inflight)
             except Exception:
                 self._restore(pending)
                 raise
