@@ -218,6 +218,8 @@ class StreamConsumer(AsyncConsumer):
         if self._replaying:
             buffered = self._replaying.get(channel)
             if buffered is not None:
+                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
+                    self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
                 buffered.append((offset, message["text"]))
                 return
         if offset is not None and offset <= self._floors.get(channel, 0):
@@ -297,29 +299,34 @@ class StreamConsumer(AsyncConsumer):
             raise TooManySubscriptions(
                 f"At most {self.runtime.config.max_subscriptions_per_connection} channels per connection."
             )
-        self._replaying[channel] = []
+        replay = self._replaying[channel] = []
         try:
             if fresh:
                 await self._join(channel)
             recovery = await database_sync_to_async(history_read)(channel, since)
-        finally:
-            buffered = self._replaying.pop(channel)
-        self.send_frame(
-            protocol.reply(
-                "subscribed",
-                {"channel": channel, "offset": recovery.offset, "recovered": recovery.recovered},
-                request_id,
+            self.send_frame(
+                protocol.reply(
+                    "subscribed",
+                    {"channel": channel, "offset": recovery.offset, "recovered": recovery.recovered},
+                    request_id,
+                )
             )
-        )
-        for envelope in recovery.messages:
-            await self.outbox.put_paced(protocol.encode(envelope))
-        # Everything up to the floor was replayed or is known to the client; a `since` beyond
-        # the head (a history that was reset) counts for nothing: live messages start at the head.
-        floor = recovery.messages[-1]["offset"] if recovery.messages else min(since or 0, recovery.offset)
-        self._floors[channel] = max(floor, min(since or 0, recovery.offset))
-        for offset, text in buffered:
-            if offset is None or offset > self._floors[channel]:
-                self.push(text)
+            for envelope in recovery.messages:
+                await self.outbox.put_paced(protocol.encode(envelope))
+            # Everything up to the floor was replayed or is known to the client; a `since` beyond
+            # the head (a history that was reset) counts for nothing: live messages start at the head.
+            known = min(since or 0, recovery.offset)
+            floor = max(recovery.messages[-1]["offset"] if recovery.messages else known, known)
+            self._floors[channel] = floor
+            # Live messages that came during the replay follow it; the channel stays in replay
+            # until none is left, so later ones cannot overtake them.
+            while replay:
+                batch, replay[:] = replay[:], []
+                for offset, text in batch:
+                    if offset is None or offset > floor:
+                        await self.outbox.put_paced(text)
+        finally:
+            self._replaying.pop(channel, None)
         if fresh:
             self._announce_presence(channel, "join")
 

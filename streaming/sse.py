@@ -297,17 +297,23 @@ class SSEListener:
         if self._replaying:
             buffered = self._replaying.get(message["channel"])
             if buffered is not None:
+                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
+                    self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
                 buffered.append(message)
                 return
-        self._forward(message)
+        frame = self._frame(message)
+        if frame is not None:
+            self.push(frame)
 
-    def _forward(self, message: dict[str, Any]) -> None:
+    def _frame(self, message: dict[str, Any]) -> bytes | None:
+        """The frame of a live message (None if already replayed); persisted ones advance the position."""
         channel, offset = message["channel"], message["offset"]
         if offset is None:
-            self.push(publish_frame(message))
-        elif offset > self._floors.get(channel, 0):
-            self.positions[channel] = offset
-            self.push(b"id: " + make_id(self.positions).encode() + b"\n" + publish_frame(message))
+            return publish_frame(message)
+        if offset <= self._floors.get(channel, 0):
+            return None
+        self.positions[channel] = offset
+        return b"id: " + make_id(self.positions).encode() + b"\n" + publish_frame(message)
 
     # -- opening: join, replay, go live --------------------------------------------------------
 
@@ -319,26 +325,31 @@ class SSEListener:
             await self._open_channel(channel, self.admission.positions.get(channel))
         opened = {"channels": self.admission.channels, "offsets": self.positions}
         event_id = make_id(self.positions) if self.positions else None
-        self.push(sse_event("stream-open", protocol.encode(opened), event_id))
+        await self.outbox.put_paced(sse_event("stream-open", protocol.encode(opened), event_id))
 
     async def _open_channel(self, channel: str, since: int | None) -> None:
         """Join a channel, then replay what the client missed (or the retained history)."""
-        self._replaying[channel] = []
+        replay = self._replaying[channel] = []
         try:
             await self.runtime.hub.join(channel, self)
             recovery = await database_sync_to_async(history_read)(channel, since)
+            if since is not None and not recovery.recovered:
+                self.positions[channel] = recovery.offset
+                reset = protocol.encode({"channels": [channel]})
+                await self.outbox.put_paced(sse_event("stream-reset", reset, make_id(self.positions)))
+            else:
+                self.positions[channel] = recovery.offset if since is None else since
+                for envelope in recovery.messages:
+                    self.positions[channel] = envelope["offset"]
+                    frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
+                    await self.outbox.put_paced(frame)
+            self._floors[channel] = self.positions[channel]
+            # Live messages that came during the replay follow it, before any later one.
+            while replay:
+                batch, replay[:] = replay[:], []
+                for message in batch:
+                    frame = self._frame(message)
+                    if frame is not None:
+                        await self.outbox.put_paced(frame)
         finally:
-            buffered = self._replaying.pop(channel)
-        if since is not None and not recovery.recovered:
-            self.positions[channel] = recovery.offset
-            reset = protocol.encode({"channels": [channel]})
-            self.push(sse_event("stream-reset", reset, make_id(self.positions)))
-        else:
-            self.positions[channel] = recovery.offset if since is None else since
-            for envelope in recovery.messages:
-                self.positions[channel] = envelope["offset"]
-                frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
-                await self.outbox.put_paced(frame)
-        self._floors[channel] = self.positions[channel]
-        for message in buffered:
-            self._forward(message)
+            self._replaying.pop(channel, None)
