@@ -7,7 +7,9 @@ message the hub asks `Continuity.admit`: the next offset goes straight through, 
 duplicate and is dropped, and a jump starts one recovery for the whole process — the missing range
 is read from history once and dispatched in order, followed by what arrived meanwhile. A periodic
 position check compares each channel's newest offset in the database with the last one dispatched,
-so a lost message with nothing published after it is recovered too.
+so a lost message with nothing published after it is recovered too. When the process joins a
+channel it first anchors the channel at its current head (`anchor`), so even the very first
+messages after a join are recoverable if the bus loses them.
 """
 
 from __future__ import annotations
@@ -43,12 +45,46 @@ def replayed_message(envelope: dict[str, Any]) -> dict[str, Any]:
 class Continuity:
     """Last dispatched offset per channel, and the recoveries that fill gaps."""
 
-    def __init__(self, dispatch: Dispatch) -> None:
+    def __init__(self, dispatch: Dispatch, joined: Callable[[str], bool] = lambda channel: True) -> None:
         self.dispatch = dispatch
+        self.joined = joined  # whether the process still has subscribers of a channel
         self.offsets: dict[str, int] = {}
         self._recovering: dict[str, list[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stalled: dict[str, int] = {}  # channel → last offset seen behind the database head
+        self._anchoring: tuple[set[str], asyncio.Future] | None = None
+
+    async def anchor(self, channel: str) -> None:
+        """Take the channel's history head as dispatched; call before the process joins its group.
+
+        Every offset after the anchor is one a subscriber of this process must see: if the bus
+        loses it (a Redis outage just after the join, or a publisher retrying before this process
+        has resubscribed) the position check finds the gap even though no message of the channel
+        ever arrived here. Channels anchored in the same loop iteration share one query; a
+        database error leaves the channel unanchored (recovery then starts at its first message).
+        """
+        if self._anchoring is None:
+            self._anchoring = (set(), asyncio.get_running_loop().create_future())
+            self._start_task(self._read_anchors())
+        channels, done = self._anchoring
+        channels.add(channel)
+        await asyncio.shield(done)
+
+    async def _read_anchors(self) -> None:
+        await asyncio.sleep(0)  # let the joins of this loop iteration join the batch
+        assert self._anchoring is not None
+        channels, done = self._anchoring
+        self._anchoring = None
+        try:
+            heads = await database_sync_to_async(history_heads)(sorted(channels))
+        except Exception:
+            logger.exception("reading the history heads of %d joined channel(s) failed", len(channels))
+        else:
+            for channel in channels:
+                if self.joined(channel):
+                    self.offsets.setdefault(channel, heads.get(channel, 0))
+        finally:
+            done.set_result(None)
 
     def admit(self, message: dict[str, Any]) -> bool:
         """True if a persisted message is the channel's next one and may be dispatched now."""
@@ -74,7 +110,10 @@ class Continuity:
         self._stalled.pop(channel, None)
 
     def _start(self, channel: str, upto: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._recover(channel, upto))
+        self._start_task(self._recover(channel, upto))
+
+    def _start_task(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -9,6 +9,7 @@ keeps the bus cost per publish independent of the number of subscribers (Centrif
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -49,7 +50,7 @@ class Hub:
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._links: dict[str, asyncio.Future] = {}
         self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish}
-        self.continuity = Continuity(self._dispatch)
+        self.continuity = Continuity(self._dispatch, joined=self._members.__contains__)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
 
@@ -85,7 +86,7 @@ class Hub:
         if members is None:
             members = self._members[channel] = set()
             self._transports[channel] = Counter()
-            self._link(channel, self.layer.group_add)
+            self._link(channel, functools.partial(self._group_add, channel))
         if subscriber not in members:
             members.add(subscriber)
             self._transports[channel][subscriber.transport] += 1
@@ -103,6 +104,11 @@ class Hub:
             del self._transports[channel]
             self.continuity.forget(channel)
             self._link(channel, self.layer.group_discard)
+
+    async def _group_add(self, channel: str, group: str, channel_name: str) -> None:
+        """Anchor the channel's offsets first, so every message after the join is accounted for."""
+        await self.continuity.anchor(channel)
+        await self.layer.group_add(group, channel_name)
 
     def _link(self, channel: str, operation: Callable[[str, str], Awaitable[None]]) -> None:
         """Chain group_add/group_discard per channel so they reach the layer in order."""

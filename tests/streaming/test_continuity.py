@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from streaming import protocol
+from streaming import continuity, protocol
 from streaming.continuity import Continuity
 from streaming.history import history_append
 from streaming.hub import bus_message
@@ -92,3 +92,30 @@ async def test_a_gap_history_no_longer_holds_is_skipped(realtime):
     recorder.offer(message(envelopes[0]), message(envelopes[4]))
     await recorder.settle()
     assert recorder.offsets == [1, 4, 5]
+
+
+async def test_an_anchored_channel_recovers_messages_lost_before_any_arrived():
+    await persist("anchored", 2)  # published before the join: not for this process
+    recorder = Recorder()
+    await recorder.continuity.anchor("anchored")
+    await persist("anchored", 2)  # 3 and 4: the bus lost both, nothing arrived at all
+    await recorder.continuity.check_positions()
+    await recorder.continuity.check_positions()
+    await recorder.settle()
+    assert recorder.offsets == [3, 4]
+
+
+async def test_channels_anchored_together_share_one_query(monkeypatch):
+    await persist("first", 1)
+    reads = []
+
+    def history_heads(channels):
+        reads.append(channels)
+        return real_history_heads(channels)
+
+    real_history_heads = continuity.history_heads
+    monkeypatch.setattr(continuity, "history_heads", history_heads)
+    recorder = Recorder()
+    await asyncio.gather(*(recorder.continuity.anchor(name) for name in ("first", "second", "third")))
+    assert reads == [["first", "second", "third"]]
+    assert recorder.continuity.offsets == {"first": 1, "second": 0, "third": 0}
