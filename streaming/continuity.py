@@ -7,7 +7,8 @@ message the hub asks `Continuity.admit`: the next offset goes straight through, 
 duplicate and is dropped, and a jump starts one recovery for the whole process — the missing range
 is read from history once and dispatched in order, followed by what arrived meanwhile. A periodic
 position check compares each channel's newest offset in the database with the last one dispatched,
-so a lost message with nothing published after it is recovered too. When the process joins a
+so a lost message with nothing published after it is recovered too (at once when the channel is a
+quarter of its history behind, as in a bus outage, before history prunes what is missing). When the process joins a
 channel it first anchors the channel at its current head (`anchor`), so even the very first
 messages after a join are recoverable if the bus loses them.
 """
@@ -21,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from streaming import protocol
+from streaming import metrics, protocol
 from streaming.history import history_heads, history_read
 
 logger = logging.getLogger(__name__)
@@ -137,13 +139,18 @@ class Continuity:
         if upto <= last:
             return
         recovery = await database_sync_to_async(history_read)(channel, last, upto - last)
+        missing = 0
         for envelope in recovery.messages:
-            if last < envelope["offset"] <= upto:
+            offset = envelope["offset"]
+            if last < offset <= upto:
+                missing += offset - last - 1
                 self.dispatch(replayed_message(envelope))
-                last = envelope["offset"]
-        if last < upto:
+                last = offset
+        missing += upto - last
+        if missing:
+            metrics.UNRECOVERABLE.inc(missing)
             logger.warning(
-                "%s: offsets %d..%d are no longer in history; delivered without them", channel, last + 1, upto
+                "%s: %d offset(s) up to %d are no longer in history; delivered without them", channel, missing, upto
             )
         else:
             logger.info("%s: recovered offsets up to %d from history", channel, upto)
@@ -172,12 +179,15 @@ class Continuity:
         if not channels:
             return
         heads = await database_sync_to_async(history_heads)(channels)
+        # Far behind is lost for sure (a bus outage); waiting another check could let history
+        # prune what is missing.
+        far = max(1, settings.REALTIME.channel_history_size // 4)
         for channel, head in heads.items():
             last = self.offsets.get(channel)
             if last is None or head <= last or channel in self._recovering:
                 self._stalled.pop(channel, None)
                 continue
-            if self._stalled.get(channel) == last:  # behind at two checks in a row: lost, not in flight
+            if self._stalled.get(channel) == last or head - last >= far:  # lost, not in flight
                 self._stalled.pop(channel, None)
                 self._recovering[channel] = []
                 self._start(channel, head)

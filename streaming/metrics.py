@@ -36,6 +36,10 @@ LATENCY = Histogram(
 DISCONNECTS = Counter("realtime_disconnects_total", "Connections closed by the server.", ["reason"])
 AUTH_FAILURES = Counter("realtime_auth_failures_total", "Refused credentials.", ["transport"])
 BUS_FAILURES = Counter("realtime_bus_failures_total", "Publishes the bus refused (Redis down).")
+UNRECOVERABLE = Counter(
+    "realtime_messages_unrecoverable_total",
+    "Persisted messages the bus lost that history no longer held when the process recovered the gap.",
+)
 
 DISCONNECT_REASONS = {4408: "idle", 4409: "admin", 4429: "slow_consumer_or_rate_limit", 4401: "unauthenticated"}
 

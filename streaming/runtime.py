@@ -59,5 +59,10 @@ def get_runtime() -> Runtime:
     return runtime
 
 
+def running_runtime() -> Runtime | None:
+    """The runtime of the running event loop if one was created (a server process), else None."""
+    return _runtimes.get(asyncio.get_running_loop())
+
+
 async def start_runtime() -> Runtime:
     return await get_runtime().start()

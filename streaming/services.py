@@ -29,6 +29,7 @@ from streaming import metrics, protocol
 from streaming.errors import MessageTooLarge, NotFound, StreamingError, Unavailable
 from streaming.history import history_append
 from streaming.hub import bus_message
+from streaming.runtime import running_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ async def asend_to_bus(outgoing: Outgoing) -> None:
         logger.warning("bus publish to %s failed: %r", outgoing.channel, error.__cause__)
         if outgoing.envelope["offset"] is not None:
             _defer(outgoing)
+            _deliver_locally(outgoing)
         raise
 
 
@@ -152,6 +154,18 @@ async def _retry_loop() -> None:
         sent = await aretry_undelivered()
         if sent:
             logger.info("bus is back: delivered %d persisted message(s) held during the outage", sent)
+
+
+def _deliver_locally(outgoing: Outgoing) -> None:
+    """Hand a persisted message the bus refused to this process's own subscribers at once.
+
+    They need not wait for the bus; when the retry sends it again, the hub drops it as already
+    dispatched (continuity), and other processes recover it from history if the bus lost it.
+    """
+    runtime = running_runtime()
+    if runtime is not None:
+        envelope = outgoing.envelope
+        runtime.hub.hub_publish(bus_message(outgoing.channel, outgoing.text, envelope["offset"], envelope["type"]))
 
 
 def undelivered_count() -> int:

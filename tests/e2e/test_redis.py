@@ -147,8 +147,13 @@ async def test_redis_outage_persisted_publishes_commit_and_arrive_when_redis_ret
     redis = PrivateRedis().start()
     try:
         a, b = (live_server_factory(REDIS_URL=redis.url) for _ in range(2))
-        async with WSClient(b.ws + "/ws/connect") as ws, httpx.AsyncClient() as http:
+        async with (
+            WSClient(b.ws + "/ws/connect") as ws,
+            WSClient(a.ws + "/ws/connect") as local,
+            httpx.AsyncClient() as http,
+        ):
             await ws.call("subscribe", {"channel": "outage"})
+            await local.call("subscribe", {"channel": "outage"})
             redis.stop()
             plain = await http.post(
                 a.http + "/ws/send-to-channel", json={"channel": "outage", "message": {"content": "lost"}}
@@ -165,10 +170,15 @@ async def test_redis_outage_persisted_publishes_commit_and_arrive_when_redis_ret
             assert [r.json()["offset"] for r in kept] == [1, 2, 3, 4, 5]
             health = await http.get(a.http + "/healthz")
             assert health.status_code == 503 and health.json()["checks"]["bus"].startswith("error")
+            # the publishing process's own subscribers need no bus: they have them already
+            assert [(await local.recv(timeout=5))["offset"] for _ in range(5)] == [1, 2, 3, 4, 5]
             redis.start()
             # process A retries what the bus refused; B has resubscribed: the messages arrive live, in order
             received = [await ws.recv(timeout=15) for _ in range(5)]
             assert [m["offset"] for m in received] == [1, 2, 3, 4, 5]
             assert (await http.get(a.http + "/healthz")).status_code == 200
+            # once the retry has gone through the bus, the local subscriber is not sent them twice
+            await ws.call("send_to_channel", {"channel": "outage", "content": "after", "persist": True})
+            assert (await local.recv(timeout=5))["offset"] == 6
     finally:
         redis.stop()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from streaming import continuity, protocol
+from streaming import continuity, metrics, protocol
 from streaming.continuity import Continuity
 from streaming.history import history_append
 from streaming.hub import bus_message
@@ -29,6 +30,12 @@ def persist(channel: str, count: int) -> list[dict]:
 
 def message(envelope: dict) -> dict:
     return bus_message(envelope["channel"], protocol.encode(envelope), envelope["offset"], envelope["type"])
+
+
+def unrecoverable() -> float:
+    """realtime_messages_unrecoverable_total as /metrics shows it."""
+    text = metrics.exposition()[0].decode()
+    return float(re.search(r"^realtime_messages_unrecoverable_total (\S+)$", text, re.MULTILINE).group(1))
 
 
 class Recorder:
@@ -119,3 +126,24 @@ async def test_channels_anchored_together_share_one_query(monkeypatch):
     await asyncio.gather(*(recorder.continuity.anchor(name) for name in ("first", "second", "third")))
     assert reads == [["first", "second", "third"]]
     assert recorder.continuity.offsets == {"first": 1, "second": 0, "third": 0}
+
+
+async def test_a_channel_far_behind_is_recovered_at_the_first_check(realtime):
+    realtime(channel_history_size=8)  # a quarter of history behind: 2 offsets
+    envelopes = await persist("far", 3)
+    recorder = Recorder()
+    recorder.offer(message(envelopes[0]))
+    await recorder.continuity.check_positions()
+    await recorder.settle()
+    assert recorder.offsets == [1, 2, 3]
+
+
+async def test_offsets_pruned_before_recovery_are_counted(realtime):
+    realtime(channel_history_size=2)
+    envelopes = await persist("pruned", 5)  # 2 and 3 are gone from history
+    recorder = Recorder()
+    before = unrecoverable()
+    recorder.offer(message(envelopes[0]), message(envelopes[4]))
+    await recorder.settle()
+    assert recorder.offsets == [1, 4, 5]
+    assert unrecoverable() - before == 2
