@@ -81,7 +81,9 @@ def _database(url: str) -> dict:
         # Under ASGI every request and every database_sync_to_async call may run on another
         # thread; a pool per process hands them connections and takes them back at the end,
         # where persistent per-thread connections would pile up to PostgreSQL's max_connections.
-        database["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 10, "timeout": 10}}
+        # A request waits at most 5 s for a connection: while PostgreSQL is down, callers get their 503
+        # `unavailable` after that rather than after psycopg's default 30 s.
+        database["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 10, "timeout": 5}}
     if database["ENGINE"] == "django.db.backends.sqlite3":
         if not Path(database["NAME"]).is_absolute() and database["NAME"] != ":memory:":
             database["NAME"] = str(BASE_DIR / database["NAME"])

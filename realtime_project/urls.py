@@ -1,7 +1,7 @@
 """Top-level URLs: the API, the admin, the test pages and the landing page."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from realtime_project import views
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("streaming.api.urls")),
     path("", include("notifications.urls")),
     path("", include("streaming.pages")),
+    re_path(r"^(?:api|ws)/", views.api_not_found),  # last: what no route above matched
 ]

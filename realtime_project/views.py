@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 
 from streaming import metrics, protocol
 from streaming.auth import authenticator, credentials_from_request
@@ -23,6 +25,20 @@ def landing(request: HttpRequest) -> HttpResponse:
         "landing.html",
         {"websocket_enabled": config.websocket_enabled, "sse_enabled": config.sse_enabled},
     )
+
+
+@csrf_exempt  # a POST to a URL that does not exist is a 404, not a CSRF failure
+def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    """404 in the API's JSON error shape for a URL under /api/ or /ws/ that no route matches
+    (in debug mode too, where Django would answer with its HTML page)."""
+    detail = "No such URL."
+    if not request.path.endswith("/"):
+        try:
+            resolve(request.path + "/")
+            detail = f"No such URL; did you mean {request.path}/ ?"
+        except Resolver404:
+            pass
+    return JsonResponse(protocol.error_body("not_found", detail), status=404)
 
 
 async def _bus_check() -> None:

@@ -58,6 +58,8 @@ def origin_allowed(origin: str | None) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
+    if not _is_bare_origin(origin, parts):
+        return False  # userinfo, a path, a query, or a host urlsplit reads only in part
     # ALLOWED_HOSTS spells IPv6 hosts as in a Host header, in brackets; urlsplit drops them.
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     if config.allowed_origins:
@@ -68,6 +70,18 @@ def origin_allowed(origin: str | None) -> bool:
         host_patterns = [p for p in patterns if "://" not in p]
         return validate_host(host, host_patterns)
     return validate_host(host, list(config.django_allowed_hosts))
+
+
+def _is_bare_origin(origin: str, parts: Any) -> bool:
+    """An Origin is exactly `scheme://host[:port]`: rebuilt from what urlsplit parsed, it must
+    give back the header (so `http://[::1].evil.example`, read as host `::1`, is refused)."""
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    rebuilt = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    return rebuilt == origin.lower()
 
 
 def scope_headers(scope: Mapping[str, Any]) -> dict[str, str]:

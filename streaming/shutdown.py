@@ -26,7 +26,21 @@ async def shutdown_runtimes(grace: float = GRACE_SECONDS) -> None:
 
 
 class GracefulServer(Server):
-    """daphne's server, closing connections with 1001 before its applications are cancelled."""
+    """daphne's server, closing connections with 1001 before its applications are cancelled.
+
+    It also fails a WebSocket with a closing handshake — 1009 for a message over
+    `--websocket_max_message_size`, 1002/1007 for protocol errors — where daphne's factory would
+    drop the TCP connection (autobahn's `failByDrop` default), so clients see why.
+    """
+
+    @property
+    def ws_factory(self):
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory):
+        factory.setProtocolOptions(failByDrop=False)
+        self._ws_factory = factory
 
     def kill_all_applications(self):
         """Called by the reactor's "before shutdown" trigger."""

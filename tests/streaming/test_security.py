@@ -80,6 +80,13 @@ def origin(value: str) -> list[tuple[bytes, bytes]]:
         (("https://app.example",), ("localhost",), "http://localhost:8000", False),
         (("app.example",), ("localhost",), "http://app.example:3000", True),
         (("*",), ("localhost",), "https://anything.example", True),
+        # Only a bare scheme://host[:port] is an Origin: what urlsplit would read in part is refused.
+        ((), ("localhost", "127.0.0.1", "[::1]"), "http://[::1].evil.example", False),
+        ((), ("localhost",), "http://localhost:8000@evil.example", False),
+        ((), ("localhost",), "http://evil.example@localhost", False),
+        ((), ("localhost",), "http://localhost/", False),
+        ((), ("localhost",), "http://localhost:99999", False),
+        ((), ("localhost",), "http://LOCALHOST:8000", True),
     ],
 )
 def test_origin_allowed(realtime, allowed_origins, hosts, value, admitted):
