@@ -18,7 +18,7 @@ from notifications.services import notification_create, notification_mark_all_re
 from streaming import protocol
 from streaming.api.authentication import request_identity
 from streaming.api.permissions import IsAuthenticatedCaller
-from streaming.api.serializers import ChannelField, ErrorSerializer, UserIdField
+from streaming.api.serializers import BODY_ERRORS, COMMON_ERRORS, ChannelField, ErrorSerializer, UserIdField
 from streaming.api.views import flush_local_registry
 from streaming.errors import Forbidden, NotFound
 
@@ -41,6 +41,15 @@ class NotificationSendSerializer(serializers.Serializer):
 class NotificationSentSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The id of the delivered envelope.")
     notification_id = serializers.IntegerField()
+
+
+class NotificationReadSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    read = serializers.BooleanField()
+
+
+class NotificationsMarkedSerializer(serializers.Serializer):
+    marked = serializers.IntegerField(help_text="How many notifications were marked read.")
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -69,7 +78,7 @@ class NotificationSendView(APIView):
 
     @extend_schema(
         request=NotificationSendSerializer,
-        responses={202: NotificationSentSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer},
+        responses={202: NotificationSentSerializer, **BODY_ERRORS},
     )
     def post(self, request: Request) -> Response:
         body = NotificationSendSerializer(data=request.data)
@@ -109,19 +118,19 @@ class NotificationListView(APIView):
     """The caller's notifications: addressed to them, to their channels, or to everyone."""
 
     permission_classes = [IsAuthenticatedCaller]
+    pagination_class = NotificationPagination
 
     @extend_schema(
         parameters=[
             OpenApiParameter("unread", bool, description="Only unread ones."),
             OpenApiParameter("channels", str, description="Comma list of extra channels to include."),
-            OpenApiParameter("page", int),
         ],
-        responses={200: NotificationSerializer(many=True), 401: ErrorSerializer},
+        responses={200: NotificationSerializer(many=True), 400: ErrorSerializer, **COMMON_ERRORS, 404: ErrorSerializer},
     )
     def get(self, request: Request) -> Response:
         identity, channels = _caller(request)
         unread = request.query_params.get("unread", "").lower() in ("1", "true", "yes")
-        paginator = NotificationPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(notification_list(identity, channels, unread), request, view=self)
         return paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
 
@@ -131,7 +140,11 @@ class NotificationReadView(APIView):
 
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(request=None, responses={200: None, 404: ErrorSerializer})
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("channels", str, description="Comma list of extra channels to include.")],
+        responses={200: NotificationReadSerializer, 400: ErrorSerializer, **COMMON_ERRORS, 404: ErrorSerializer},
+    )
     def post(self, request: Request, notification_id: int) -> Response:
         identity, channels = _caller(request)
         if not notification_mark_read(identity=identity, notification_id=notification_id, channels=channels):
@@ -144,7 +157,11 @@ class NotificationReadAllView(APIView):
 
     permission_classes = [IsAuthenticatedCaller]
 
-    @extend_schema(request=None, responses={200: None})
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("channels", str, description="Comma list of extra channels to include.")],
+        responses={200: NotificationsMarkedSerializer, 400: ErrorSerializer, **COMMON_ERRORS},
+    )
     def post(self, request: Request) -> Response:
         identity, channels = _caller(request)
         return Response({"marked": notification_mark_all_read(identity=identity, channels=channels)})

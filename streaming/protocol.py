@@ -24,6 +24,10 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MESSAGE_ID_MAX = 64
 REQUEST_ID_MAX = 128
+# A client's `content` nests at most this deep. orjson encodes 254 levels at most, and the
+# deepest place content travels is a `history` reply (reply → content → messages → envelope →
+# content: 4 levels above it); a deeper content would be accepted but then fail to encode.
+CONTENT_DEPTH_MAX = 200
 
 BROADCAST = "broadcast"
 USER_PREFIX = "user:"
@@ -64,7 +68,24 @@ class CloseCode(IntEnum):
 
 def encode(payload: Any) -> str:
     """Serialize a JSON payload to text (the one encoder of the server)."""
-    return orjson.dumps(payload).decode()
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as error:  # e.g. nested deeper than orjson's 254 levels
+        raise InvalidMessage(f"The message cannot be encoded as JSON: {error}.") from None
+
+
+def check_content(value: Any) -> Any:
+    """Return a message's content if it nests at most CONTENT_DEPTH_MAX deep, else raise ValueError."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > CONTENT_DEPTH_MAX:
+            raise ValueError(f"JSON nested at most {CONTENT_DEPTH_MAX} levels deep")
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
 
 
 def decode(text: str | bytes) -> Any:
@@ -263,10 +284,6 @@ def _user_id(value: Any) -> str:
     return validate_user_id(value)
 
 
-def _any(value: Any) -> Any:
-    return value
-
-
 ACTIONS: dict[str, dict[str, Field]] = {
     "ping": {},
     "pong": {},
@@ -274,16 +291,16 @@ ACTIONS: dict[str, dict[str, Field]] = {
     "unsubscribe": {"channel": Field(_channel, True)},
     "send_to_channel": {
         "channel": Field(_channel, True),
-        "content": Field(_any, True),
+        "content": Field(check_content, True),
         "type": Field(_message_type),
         "persist": Field(_boolean),
     },
     "send_to_user": {
         "user_id": Field(_user_id, True),
-        "content": Field(_any, True),
+        "content": Field(check_content, True),
         "type": Field(_message_type),
     },
-    "message": {"content": Field(_any, True)},
+    "message": {"content": Field(check_content, True)},
     "history": {"channel": Field(_channel, True), "since": Field(_offset), "limit": Field(_limit)},
     "presence": {"channel": Field(_channel, True)},
     "refresh": {"token": Field(_token, True)},

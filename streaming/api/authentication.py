@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny
 
 from streaming import metrics
 from streaming.auth import ANONYMOUS, Identity, authenticator, credentials_from_request, identity_for_user
@@ -58,3 +61,27 @@ def request_identity(request: Any) -> Identity:
     if user is not None and user.is_authenticated:
         return identity_for_user(user)
     return ANONYMOUS
+
+
+class CredentialAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The OpenAPI security of CredentialAuthentication: a bearer JWT or an API key.
+
+    Where the permissions let anonymous callers in (API_AUTH_REQUIRED=false), the operation's
+    security also lists `{}` (no credentials), so the schema says what the running server does.
+    """
+
+    target_class = CredentialAuthentication
+    name = ["bearerAuth", "apiKeyAuth"]
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return [
+            {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            {"type": "apiKey", "in": "header", "name": settings.REALTIME.ws_api_key_header},
+        ]
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list]]:
+        requirements: list[dict[str, list]] = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+        permissions = auto_schema.view.get_permissions()
+        if all(isinstance(p, AllowAny) or getattr(p, "allows_anonymous", lambda: False)() for p in permissions):
+            requirements.append({})
+        return requirements

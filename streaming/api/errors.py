@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
 from streaming import protocol
-from streaming.errors import StreamingError
+from streaming.errors import StreamingError, Unavailable
+
+logger = logging.getLogger(__name__)
 
 _DRF_CODES: list[tuple[type[Exception], str]] = [
     (exceptions.ValidationError, "invalid_message"),
@@ -28,6 +32,10 @@ _DRF_CODES: list[tuple[type[Exception], str]] = [
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or restarting: a clear, retryable 503 rather than a 500 page.
+        logger.warning("database unavailable for %s: %s", context["request"].path, exc)
+        exc = Unavailable("The database is unavailable; try again.")
     if isinstance(exc, StreamingError):
         body = protocol.error_body(exc.code, exc.detail, exc.fields)
         return Response(body, status=exc.status_code, headers=_auth_header(exc, context))

@@ -15,6 +15,10 @@ class IsAdminWhenRequired(BasePermission):
 
     message = "This endpoint needs an admin: a staff user, a token with role=admin, or an API key."
 
+    def allows_anonymous(self) -> bool:
+        """Whether a caller without credentials gets in (the OpenAPI schema says so)."""
+        return not settings.REALTIME.api_auth_required
+
     def has_permission(self, request: Any, view: Any) -> bool:
         if not settings.REALTIME.api_auth_required:
             return True
@@ -26,6 +30,9 @@ class IsAuthenticatedWhenRequired(BasePermission):
 
     message = "Authentication credentials were not provided."
 
+    def allows_anonymous(self) -> bool:
+        return not settings.REALTIME.api_auth_required
+
     def has_permission(self, request: Any, view: Any) -> bool:
         if not settings.REALTIME.api_auth_required:
             return True
@@ -36,6 +43,9 @@ class IsAuthenticatedCaller(BasePermission):
     """Any authenticated identity (a user's own resources, such as notifications)."""
 
     message = "Authentication credentials were not provided."
+
+    def allows_anonymous(self) -> bool:
+        return False
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return request_identity(request).is_authenticated

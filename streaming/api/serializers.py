@@ -42,6 +42,24 @@ class UserIdField(serializers.CharField):
             raise serializers.ValidationError(error.detail) from None
 
 
+class ContentField(serializers.JSONField):
+    """A message's content: any JSON value, null included, nested at most CONTENT_DEPTH_MAX deep."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("help_text", f"Any JSON value, at most {protocol.CONTENT_DEPTH_MAX} levels deep.")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Before JSONField's own check, which re-encodes with `json` and overflows the stack (a 500)
+        # on the deep values the body parser accepts.
+        try:
+            protocol.check_content(data)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+        return super().to_internal_value(data)
+
+
 class MessageTypeField(serializers.RegexField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 64)
@@ -53,7 +71,7 @@ class MessageSerializer(serializers.Serializer):
 
     id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX, help_text="Defaults to a new UUID.")
     type = MessageTypeField(required=False, default=protocol.DEFAULT_SERVER_TYPE)
-    content = serializers.JSONField(help_text="Any JSON value.")
+    content = ContentField()
 
 
 class BroadcastSerializer(serializers.Serializer):
@@ -76,7 +94,7 @@ class EventPublishSerializer(serializers.Serializer):
 
     channel = ChannelField()
     event = MessageTypeField(required=False, default=protocol.DEFAULT_SERVER_TYPE)
-    data = serializers.JSONField()
+    data = ContentField()
     id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX)
     persist = serializers.BooleanField(required=False, default=False)
 
@@ -162,3 +180,11 @@ class ErrorSerializer(serializers.Serializer):
     type = serializers.CharField(help_text="Error code, e.g. invalid_message, forbidden.")
     error = serializers.CharField()
     fields = serializers.DictField(required=False)
+
+
+# What an operation may answer besides its success (for the OpenAPI schema): 401 for credentials
+# that are present but invalid (whatever API_AUTH_REQUIRED says) or missing where required, 403
+# for a caller who is not allowed, 503 while the database (or for a publish, the bus) is down;
+# a body adds 400 (invalid), 413 (over SSE_MAX_MESSAGE_SIZE) and 415 (not JSON).
+COMMON_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer, 503: ErrorSerializer}
+BODY_ERRORS = {400: ErrorSerializer, **COMMON_ERRORS, 413: ErrorSerializer, 415: ErrorSerializer}

@@ -20,7 +20,10 @@ from streaming.api.permissions import IsAuthenticatedWhenRequired
 from streaming.auth import authorize_subscribe
 from streaming.runtime import get_runtime
 
-ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer, 413: s.ErrorSerializer}
+COMMON_ERRORS, ERRORS = s.COMMON_ERRORS, s.BODY_ERRORS
+CHANNEL_NAME = OpenApiParameter(
+    "name", str, OpenApiParameter.PATH, pattern=protocol.CHANNEL_RE.pattern, description="A channel name."
+)
 
 
 async def _flush_local() -> None:
@@ -105,7 +108,7 @@ class EventPublishView(APIView):
 class StatsView(APIView):
     """Connection and channel counts across every live process (the design document's keys)."""
 
-    @extend_schema(responses={200: s.StatsSerializer})
+    @extend_schema(responses={200: s.StatsSerializer, **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         flush_local_registry()
         return Response(selectors.connection_stats())
@@ -127,10 +130,13 @@ class ConnectionListView(APIView):
             OpenApiParameter("transport", str, enum=["ws", "sse"]),
             OpenApiParameter("user_id", str),
             OpenApiParameter("channel", str),
-            OpenApiParameter("page", int),
-            OpenApiParameter("page_size", int),
         ],
-        responses={200: s.ConnectionSerializer(many=True)},
+        responses={
+            200: s.ConnectionSerializer(many=True),
+            400: s.ErrorSerializer,
+            **COMMON_ERRORS,
+            404: s.ErrorSerializer,
+        },
     )
     def get(self, request: Request) -> Response:
         flush_local_registry()
@@ -153,7 +159,7 @@ class ConnectionListView(APIView):
 class ConnectionDetailView(APIView):
     """One live connection; DELETE closes it (WS close 4409, SSE stream ends)."""
 
-    @extend_schema(responses={200: s.ConnectionSerializer, 404: s.ErrorSerializer})
+    @extend_schema(responses={200: s.ConnectionSerializer, **COMMON_ERRORS, 404: s.ErrorSerializer})
     def get(self, request: Request, connection_id: str) -> Response:
         flush_local_registry()
         connection = selectors.connection_list().filter(id=connection_id).first()
@@ -161,7 +167,7 @@ class ConnectionDetailView(APIView):
             return Response(protocol.error_body("not_found", "No open connection with this id."), status=404)
         return Response(s.ConnectionSerializer(connection).data)
 
-    @extend_schema(responses={204: None, 404: s.ErrorSerializer})
+    @extend_schema(responses={204: None, **COMMON_ERRORS, 404: s.ErrorSerializer})
     def delete(self, request: Request, connection_id: str) -> Response:
         services.connection_close(connection_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -170,7 +176,7 @@ class ConnectionDetailView(APIView):
 class ChannelListView(APIView):
     """Channels with live subscribers or persisted history."""
 
-    @extend_schema(responses={200: s.ChannelSummarySerializer(many=True)})
+    @extend_schema(responses={200: s.ChannelSummarySerializer(many=True), **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         flush_local_registry()
         return Response(selectors.channel_list())
@@ -179,7 +185,9 @@ class ChannelListView(APIView):
 class ChannelDetailView(APIView):
     """One channel: subscribers, presence and newest offset."""
 
-    @extend_schema(responses={200: s.ChannelDetailSerializer, 400: s.ErrorSerializer})
+    @extend_schema(
+        parameters=[CHANNEL_NAME], responses={200: s.ChannelDetailSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS}
+    )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
         flush_local_registry()
@@ -200,8 +208,8 @@ class ChannelHistoryView(APIView):
     permission_classes = [IsAuthenticatedWhenRequired]
 
     @extend_schema(
-        parameters=[OpenApiParameter("since", int), OpenApiParameter("limit", int)],
-        responses={200: s.HistorySerializer, 400: s.ErrorSerializer, 403: s.ErrorSerializer},
+        parameters=[CHANNEL_NAME, s.HistoryQuerySerializer],
+        responses={200: s.HistorySerializer, 400: s.ErrorSerializer, **COMMON_ERRORS},
     )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
