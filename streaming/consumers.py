@@ -18,6 +18,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.utils import await_many_dispatch
+from django.db import InterfaceError, OperationalError
 
 from streaming import metrics, protocol, security, selectors, services
 from streaming.auth import (
@@ -45,15 +46,24 @@ from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
-from streaming.transport import close_websocket, unwrap_send, write_buffer_probe
+from streaming.transport import DirectWriter, close_websocket, unwrap_send, write_buffer_probe, ws_text_frame
 
 logger = logging.getLogger(__name__)
+
+
+def publish_ws_frame(message: dict[str, Any]) -> bytes:
+    """The WebSocket frame of a bus message; built once per publish and cached in the message."""
+    frame = message.get("ws")
+    if frame is None:
+        frame = message["ws"] = ws_text_frame(message["text"].encode())
+    return frame
 
 
 class StreamConsumer(AsyncConsumer):
     """One WebSocket connection: admission, frames in, envelopes out."""
 
     transport = "ws"
+    direct: DirectWriter | None = None  # set by the writer task under daphne
 
     # -- ASGI plumbing -----------------------------------------------------------------------
 
@@ -190,18 +200,31 @@ class StreamConsumer(AsyncConsumer):
         """The connection's writer: drains the outbox into the socket, pausing on backpressure."""
         probe = write_buffer_probe(self.base_send)
         send = unwrap_send(self.base_send)  # we never modify the session: skip its per-frame checks
+        self.direct = DirectWriter.for_websocket(self.base_send)
         while True:
             frames = await self.outbox.take()
             if not frames:
                 return  # closed
-            for text in frames:
-                await send({"type": "websocket.send", "text": text})
+            if self.direct is not None:  # daphne: one write of ready frames for the whole batch
+                self.direct.write(b"".join([ws_text_frame(text.encode()) for text in frames]))
+            else:
+                for text in frames:
+                    await send({"type": "websocket.send", "text": text})
             if probe is not None and probe() > HIGH_WATER:
                 await wait_for_drain(probe)
 
-    def push(self, text: str) -> None:
-        """Queue an encoded frame; a full outbox closes the connection as a slow consumer."""
+    def push(self, text: str, frame: bytes | None = None) -> None:
+        """Send an encoded frame, or queue it; a full outbox closes the connection as a slow consumer.
+
+        Under daphne, with nothing queued and the socket keeping up, the frame is written at once:
+        no writer-task wake-up per message (measured: bench/RESULTS.md). `frame` is the ready
+        WebSocket frame of `text` when the caller has it (shared by all subscribers of a publish).
+        """
         if self.closing:
+            return
+        direct = self.direct
+        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
+            direct.write(frame or ws_text_frame(text.encode()))
             return
         try:
             self.outbox.put(text)
@@ -224,7 +247,10 @@ class StreamConsumer(AsyncConsumer):
                 return
         if offset is not None and offset <= self._floors.get(channel, 0):
             return  # already delivered from history
-        self.push(message["text"])
+        if self.direct is None:
+            self.push(message["text"])
+        else:
+            self.push(message["text"], publish_ws_frame(message))
 
     def tick(self, now: float) -> None:
         """Called by the registry about once a second."""
@@ -260,6 +286,11 @@ class StreamConsumer(AsyncConsumer):
             await getattr(self, "action_" + frame.action)(frame.data, frame.request_id)
         except StreamingError as error:
             self.send_frame(protocol.error_reply(error.code, error.detail, request_id, error.fields))
+        except (OperationalError, InterfaceError) as error:
+            # The database is down or restarting: the client may retry, as for a bus outage.
+            logger.warning("database unavailable on connection %s: %s", self.connection_id, error)
+            refused = Unavailable("The database is unavailable; try again.")
+            self.send_frame(protocol.error_reply(refused.code, refused.detail, request_id))
         except Exception:
             logger.exception("action failed on connection %s", self.connection_id)
             self.send_frame(protocol.error_reply("internal_error", "Internal error.", request_id))
@@ -303,7 +334,7 @@ class StreamConsumer(AsyncConsumer):
         try:
             if fresh:
                 await self._join(channel)
-            recovery = await database_sync_to_async(history_read)(channel, since)
+            recovery = await self.runtime.hub.history_read(channel, since)
             self.send_frame(
                 protocol.reply(
                     "subscribed",

@@ -16,11 +16,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from streaming import metrics, protocol
 from streaming.continuity import Continuity
+from streaming.history import Recovery, history_read
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,17 @@ class Hub:
             logger.error("bus membership change for %s failed: %r", channel, link.exception())
         if self._links.get(channel) is link and channel not in self._members:
             del self._links[channel]
+
+    async def history_read(self, channel: str, since: int | None) -> Recovery:
+        """`history.history_read` for a subscriber that has joined the channel here.
+
+        A channel this process has anchored at offset 0 and has seen no persisted message of
+        since has no history: the answer is known without a query (most channels of a
+        connect storm). A persisted message still in flight arrives after it as a live one.
+        """
+        if self.continuity.offsets.get(channel) == 0:
+            return Recovery(channel, 0, recovered=since == 0)
+        return await database_sync_to_async(history_read)(channel, since)
 
     def members(self, channel: str) -> set[Subscriber]:
         return self._members.get(channel, set())

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from channels.db import database_sync_to_async
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
 from streaming import metrics, protocol, security
@@ -31,11 +30,10 @@ from streaming.errors import (
     Unauthenticated,
     Unavailable,
 )
-from streaming.history import history_read
 from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
-from streaming.transport import unwrap_send, write_buffer_probe
+from streaming.transport import DirectWriter, http_chunk, unwrap_send, write_buffer_probe
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +62,14 @@ def publish_frame(message: dict[str, Any]) -> bytes:
     if frame is None:
         frame = message["sse"] = sse_event(message["event"], message["text"])
     return frame
+
+
+def publish_chunk(message: dict[str, Any]) -> bytes:
+    """`publish_frame` as one chunk of a chunked HTTP body (daphne's direct writes); cached too."""
+    chunk = message.get("sse_chunk")
+    if chunk is None:
+        chunk = message["sse_chunk"] = http_chunk(publish_frame(message))
+    return chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +182,7 @@ class SSEListener:
     """One SSE stream: a hub subscriber with a bounded outbox and a writer task."""
 
     transport = "sse"
+    direct: DirectWriter | None = None  # set by the writer task under daphne
 
     def __init__(self, runtime: Runtime, send: Any, admission: Admission) -> None:
         config = runtime.config
@@ -278,13 +285,27 @@ class SSEListener:
             frames = await self.outbox.take()
             if not frames:
                 break  # closed and drained
-            await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+            if self.direct is not None:
+                self.direct.write(http_chunk(b"".join(frames)))
+            else:
+                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+                # daphne has sent the headers with that first chunk: from now on, write chunks directly
+                self.direct = DirectWriter.for_http_stream(self.send)
             if probe is not None and probe() > HIGH_WATER:
                 await wait_for_drain(probe)
         await self.send({"type": "http.response.body", "body": self._final, "more_body": False})
 
-    def push(self, frame: bytes) -> None:
+    def push(self, frame: bytes, chunk: bytes | None = None) -> None:
+        """Send an SSE frame, or queue it; a full outbox ends the stream as a slow consumer.
+
+        As for WebSockets (consumers.py), under daphne a frame goes straight to the socket when
+        nothing is queued; `chunk` is its ready HTTP chunk when shared by a whole publish.
+        """
         if self.closing:
+            return
+        direct = self.direct
+        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
+            direct.write(chunk or http_chunk(frame))
             return
         try:
             self.outbox.put(frame)
@@ -301,6 +322,9 @@ class SSEListener:
                     self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
                 buffered.append(message)
                 return
+        if message["offset"] is None and self.direct is not None:
+            self.push(publish_frame(message), publish_chunk(message))
+            return
         frame = self._frame(message)
         if frame is not None:
             self.push(frame)
@@ -332,7 +356,7 @@ class SSEListener:
         replay = self._replaying[channel] = []
         try:
             await self.runtime.hub.join(channel, self)
-            recovery = await database_sync_to_async(history_read)(channel, since)
+            recovery = await self.runtime.hub.history_read(channel, since)
             if since is not None and not recovery.recovered:
                 self.positions[channel] = recovery.offset
                 reset = protocol.encode({"channels": [channel]})
