@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-cluster lint migrate superuser clean
+# Autobahn|Testsuite (the reliability suite's WebSocket fuzzer) runs on Python 2.7 only.
+PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
+RELIABILITY := .reliability
+
+.PHONY: run test test-cluster test-reliability lint migrate superuser clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -18,6 +22,15 @@ $(VENV)/.installed: requirements.txt $(BIN)/python
 
 $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.installed-reliability: requirements-reliability.txt $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -r requirements-reliability.txt
+	touch $@
+
+# Into its own directory with Python 2.7's pip, never into the project venv.
+$(RELIABILITY)/autobahn/.installed: tests/reliability/autobahn-requirements.txt
+	$(PYTHON2) -m pip install --quiet --no-deps --target $(RELIABILITY)/autobahn -r tests/reliability/autobahn-requirements.txt
 	touch $@
 
 run: $(VENV)/.installed
@@ -35,11 +48,25 @@ run: $(VENV)/.installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python -m realtime_project.server -b $(HOST) -p $(PORT) realtime_project.asgi:application
 
 test: $(VENV)/.installed-dev
-	DJANGO_DEBUG=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DJANGO_DEBUG=true $(BIN)/python -m pytest -m "not reliability" $(PYTEST_ARGS)
 
 # The production shape alone: daphne processes behind nginx on Redis and PostgreSQL.
 test-cluster: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+# Conformance, fuzzing, faults and a 10-minute soak (about 25 minutes); figures: docs/RELIABILITY.md.
+test-reliability: $(VENV)/.installed-reliability $(RELIABILITY)/autobahn/.installed
+	DJANGO_DEBUG=true AUTOBAHN_PYTHON=$(PYTHON2) $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
+
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# Load tests against our server and peer servers; ~20 min; writes bench/RESULTS.md. Not part of
+# `make test`. Pushpin is compared when installed (apt-get install pushpin). BENCH_ARGS: see
+# `$(BIN)/python -m bench.run --help`.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -52,4 +79,4 @@ superuser: $(VENV)/.installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py createsuperuser
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles .pytest_cache $(RELIABILITY)

@@ -1,0 +1,1 @@
+"""Small reference servers the benchmark compares against (written for the benchmark)."""

@@ -1,0 +1,386 @@
+"""The benchmark scenarios: each starts its servers, drives clients and returns result rows."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench import servers as S
+from bench.harness import (
+    Publisher,
+    Workers,
+    measured_round,
+    merge_connects,
+    percentile,
+    publish_at_rate,
+    publish_flat_out,
+    worker_specs,
+)
+
+CHANNEL = f"bench-{int(time.time()) % 100000}"  # unique per run: other users share the Redis
+SEQ = itertools.count(1)
+TAG = itertools.count(1)  # picks a fresh source address per server start
+
+
+@dataclass
+class Target:
+    """A server under test and how clients talk to it."""
+
+    name: str
+    start: Any  # () -> (list[Server], base_url, extra)
+    ws_path: str | None = None
+    sse_path: str | None = None
+    dialect: str = "ours"
+    publishers: tuple[str, ...] = ("http-ours",)
+    concurrency: int = 200  # handshakes in flight per worker while connecting
+
+
+def _ours(kind: str, env: dict[str, str] | None = None) -> Any:
+    def start() -> tuple[list[S.Server], str, dict[str, Any]]:
+        server = S.ours(kind, env).start()
+        return [server], f"http://127.0.0.1:{server.port}", {}
+
+    return start
+
+
+def _single(factory: Any) -> Any:
+    def start() -> tuple[list[S.Server], str, dict[str, Any]]:
+        server = factory().start()
+        return [server], f"http://127.0.0.1:{server.port}", {}
+
+    return start
+
+
+def _pushpin() -> tuple[list[S.Server], str, dict[str, Any]]:
+    pushpin, origin, publish = S.peer_pushpin()
+    origin.start()
+    try:
+        pushpin.start()
+    except Exception:
+        origin.stop()
+        raise
+    # the origin only answers the opening request: count Pushpin's processes alone
+    return (
+        [pushpin],
+        f"http://127.0.0.1:{pushpin.port}",
+        {"publish_url": f"http://127.0.0.1:{publish}/publish/", "also": [origin]},
+    )
+
+
+WS_TARGETS = {
+    "ours-daphne": Target("ours-daphne", _ours("daphne"), ws_path="/ws/connect", publishers=("http-ours", "ws-ours")),
+    "ours-uvicorn": Target("ours-uvicorn", _ours("uvicorn"), ws_path="/ws/connect", publishers=("ws-ours",)),
+    "websockets": Target(
+        "websockets", _single(S.peer_websockets), ws_path="/sub", dialect="plain", publishers=("ws-plain",)
+    ),
+    "socketio": Target(
+        "socketio",
+        _single(S.peer_socketio),
+        ws_path="/socket.io/?EIO=4&transport=websocket",
+        dialect="socketio",
+        publishers=("ws-socketio",),
+    ),
+}
+SSE_TARGETS = {
+    "ours-daphne": Target("ours-daphne", _ours("daphne"), sse_path="/sse/connect?channels={channel}"),
+    "ours-uvicorn": Target("ours-uvicorn", _ours("uvicorn"), sse_path="/sse/connect?channels={channel}"),
+    "eventstream": Target(
+        "eventstream",
+        _single(S.peer_eventstream),
+        sse_path="/events/?channel={channel}",
+        publishers=("http-eventstream",),
+    ),
+    # Pushpin's origin side (zurl) answers 502 to some of 4 × 200 concurrent opens: open fewer at once
+    "pushpin": Target(
+        "pushpin", _pushpin, sse_path="/events/?channel={channel}", publishers=("http-pushpin",), concurrency=25
+    ),
+}
+
+
+def workers_for(count: int) -> int:
+    return max(1, min(4, (count + 999) // 1000))
+
+
+def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the rounds' numeric figures; losses are summed (any loss must show)."""
+    row: dict[str, Any] = {"rounds": len(rounds)}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if r[key] is not None]
+        if key in ("lost", "dropped_connections"):
+            row[key] = sum(values)
+        elif values:
+            row[key] = statistics.median(values)
+        else:
+            row[key] = None
+    return row
+
+
+def _profile(server: S.Server, seconds: float) -> subprocess.Popen:
+    """py-spy over the first measured round (BENCH_PROFILE=dir): a flame graph per server/publisher."""
+    S.PROFILE.mkdir(parents=True, exist_ok=True)
+    output = S.PROFILE / f"{server.name}-{next(TAG)}.txt"
+    argv = [
+        "py-spy",
+        "record",
+        "-p",
+        str(server.process.pid),
+        "-d",
+        str(int(seconds)),
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-o",
+        str(output),
+        "--nonblocking",
+    ]
+    return subprocess.Popen(
+        [str(S.Path(S.PYTHON).parent / argv[0]), *argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _stop(servers: list[S.Server], extra: dict[str, Any]) -> None:
+    for server in [*servers, *extra.get("also", [])]:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+async def fanout(
+    target: Target,
+    transport: str,
+    count: int,
+    *,
+    deliveries_per_s: float,
+    seconds: float,
+    rounds: int,
+    hold: float = 0.0,
+    publishers: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """N subscribers of one channel; a publisher at a fixed rate; deliveries, latency, CPU, RSS."""
+    servers, base, extra = target.start()
+    workers = None
+    try:
+        await asyncio.sleep(1.0)
+        rss0 = sum(s.rss() for s in servers)
+        path = (target.ws_path if transport == "ws" else target.sse_path).format(channel=CHANNEL)
+        url = base.replace("http://", "ws://") + path if transport == "ws" else base + path
+        workers = Workers(
+            worker_specs(
+                count,
+                [url],
+                transport,
+                target.dialect,
+                CHANNEL,
+                workers=workers_for(count),
+                tag=next(TAG),
+                concurrency=target.concurrency,
+            )
+        )
+        connect = merge_connects(workers.read())
+        if not connect["connected"]:
+            raise RuntimeError(f"{target.name}: no client connected: {connect['errors']}")
+        idle = {}
+        if hold:
+            cpu0 = sum(s.cpu() for s in servers)
+            await asyncio.sleep(hold)
+            idle["idle_cpu_pct"] = 100 * (sum(s.cpu() for s in servers) - cpu0) / hold
+        idle["rss_kb_per_conn"] = (sum(s.rss() for s in servers) - rss0) / 1024 / max(1, connect["connected"])
+        rows = []
+        rate = deliveries_per_s / max(1, connect["connected"])
+        for kind in publishers or target.publishers:
+            publisher = await Publisher(kind, base, CHANNEL, publish_url=extra.get("publish_url", "")).open()
+            profiler = _profile(servers[0], seconds) if S.PROFILE else None
+            try:
+                results = []
+                for _ in range(rounds):
+                    first = next(SEQ)
+                    for _ in range(int(rate * seconds) + 1):
+                        next(SEQ)
+                    publish = publish_at_rate(publisher, rate, seconds, first)
+                    results.append(await measured_round(servers, workers, connect["connected"], publish))
+            finally:
+                await publisher.close()
+                if profiler is not None:
+                    profiler.wait()
+            rows.append(
+                {
+                    "scenario": f"{transport}-fanout",
+                    "server": target.name,
+                    "n": count,
+                    "publisher": kind,
+                    "rate": rate,
+                    "offered_per_s": deliveries_per_s,
+                    "connected": connect["connected"],
+                    "connect_failed": connect["failed"],
+                    "connect_s": connect["seconds"],
+                    **idle,
+                    **median_row(results),
+                }
+            )
+        return rows
+    finally:
+        if workers is not None:
+            workers.close()
+        _stop(servers, extra)
+
+
+async def connect_storm(kind: str, count: int, rounds: int) -> list[dict[str, Any]]:
+    """Handshakes/s with a JWT and a subscribe, then every client dropped and reconnected at once."""
+    env = S.ours_env()
+    server = S.ours(kind, env).start()
+    base = f"ws://127.0.0.1:{server.port}/ws/connect?token="
+    tokens = _tokens(count, env)
+    urls = [base + token for token in tokens]
+    workers_n = 4
+    workers = Workers(
+        worker_specs(
+            count, urls, "ws", "ours", CHANNEL, workers=workers_n, tag=next(TAG), concurrency=25, connect_first=False
+        )
+    )
+    try:
+        workers.read()
+        results = []
+        for _ in range(rounds):
+            cpu0 = server.cpu()
+            paced = merge_connects(workers.command("open"))  # 4 × 25 handshakes in flight
+            paced_cpu = server.cpu() - cpu0
+            workers.command("close")
+            await asyncio.sleep(2.0)
+            storm = merge_connects(workers.command("storm"))  # every client at once
+            workers.command("close")
+            await asyncio.sleep(2.0)
+            results.append(
+                {
+                    "handshakes_per_s": paced["connected"] / paced["seconds"],
+                    "cpu_ms_per_handshake": 1000 * paced_cpu / max(1, paced["connected"]),
+                    "paced_failed": paced["failed"],
+                    "storm_seconds": storm["seconds"],
+                    "storm_failed": storm["failed"],
+                    "storm_p99_ms": storm["handshake_p99_ms"],
+                    "errors": json.dumps(storm["errors"] or paced["errors"])[:200],
+                }
+            )
+        row = median_row([{k: v for k, v in r.items() if k != "errors"} for r in results])
+        row["errors"] = results[-1]["errors"]
+        return [{"scenario": "connect", "server": f"ours-{kind}", "n": count, **row}]
+    finally:
+        workers.close()
+        server.stop()
+
+
+def _tokens(count: int, env: dict[str, str]) -> list[str]:
+    code = (
+        "import django, json; django.setup(); from streaming.auth import authenticator; "
+        f"print(json.dumps([authenticator.create_access_token({{'sub': f'bench{{i}}'}}) for i in range({count})]))"
+    )
+    output = subprocess.run(
+        [S.PYTHON, "-c", code], cwd=S.OURS_ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(output.stdout)
+
+
+async def cluster(count: int, *, deliveries_per_s: float, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """Subscribers split over 2 daphne processes on Redis; vs 1 process on Redis (same load)."""
+    rows = []
+    for processes in (1, 2):
+        env = S.ours_env(redis_url=S.REDIS_URL)
+        started = [S.ours("daphne", env, name=f"ours-cluster{index}").start() for index in range(processes)]
+        workers = None
+        try:
+            urls = [f"ws://127.0.0.1:{s.port}/ws/connect" for s in started]
+            specs = worker_specs(count, urls[:1], "ws", "ours", CHANNEL, workers=4, tag=next(TAG))
+            for index, spec in enumerate(specs):  # whole workers per process: split by source address
+                spec["urls"] = [urls[index * len(urls) // len(specs)]]
+            workers = Workers(specs)
+            connect = merge_connects(workers.read())
+            rate = deliveries_per_s / max(1, connect["connected"])
+            publisher = await Publisher("http-ours", f"http://127.0.0.1:{started[0].port}", CHANNEL).open()
+            results = []
+            try:
+                for _ in range(rounds):
+                    first = next(SEQ)
+                    for _ in range(int(rate * seconds) + 1):
+                        next(SEQ)
+                    publish = publish_at_rate(publisher, rate, seconds, first)
+                    results.append(await measured_round(started, workers, connect["connected"], publish))
+            finally:
+                await publisher.close()
+            rows.append(
+                {
+                    "scenario": "cluster",
+                    "server": f"ours-daphne ×{processes} + Redis",
+                    "n": count,
+                    "publisher": "http-ours",
+                    "rate": rate,
+                    "offered_per_s": deliveries_per_s,
+                    "connected": connect["connected"],
+                    "connect_failed": connect["failed"],
+                    **median_row(results),
+                }
+            )
+        finally:
+            if workers is not None:
+                workers.close()
+            for server in started:
+                server.stop()
+    return rows
+
+
+async def persist(
+    database: str, *, subscribers: int, seconds: float, rounds: int, concurrency: int = 16
+) -> list[dict[str, Any]]:
+    """Publishes/s with persist: true (one history row each, delivered after commit)."""
+    if database == "postgresql":
+        S.reset_postgres()
+        env = S.ours_env(database_url=S.PG_URL)
+    else:
+        env = S.ours_env(database_url=f"sqlite:///{S.WORK}/persist-{int(time.time())}.sqlite3")
+    S.migrate(env)
+    server = S.ours("daphne", env).start()
+    url = f"ws://127.0.0.1:{server.port}/ws/connect"
+    workers = Workers(worker_specs(subscribers, [url], "ws", "ours", CHANNEL, workers=1, tag=next(TAG)))
+    try:
+        connect = merge_connects(workers.read())
+        publisher = await Publisher("http-ours", f"http://127.0.0.1:{server.port}", CHANNEL, persist=True).open()
+        results = []
+        try:
+            for _ in range(rounds):
+                publisher.latencies.clear()
+                publisher.errors = 0
+                first = next(SEQ)
+                for _ in range(200_000):
+                    next(SEQ)
+                publish = publish_flat_out(publisher, seconds, concurrency, first)
+                result = await measured_round([server], workers, connect["connected"], publish)
+                latencies: dict[int, int] = {}  # in 100 µs buckets, as `percentile` reads them
+                for latency in publisher.latencies:
+                    bucket = int(latency * 1e4)
+                    latencies[bucket] = latencies.get(bucket, 0) + 1
+                result["publishes_per_s"] = result["published"] / result["publish_seconds"]
+                result["request_p50_ms"] = percentile(latencies, 0.5)
+                result["request_p99_ms"] = percentile(latencies, 0.99)
+                result["publish_errors"] = publisher.errors
+                results.append(result)
+        finally:
+            await publisher.close()
+        return [
+            {
+                "scenario": "persist",
+                "server": "ours-daphne",
+                "database": database,
+                "n": connect["connected"],
+                "publisher": f"http-ours ×{concurrency}",
+                **median_row(results),
+            }
+        ]
+    finally:
+        workers.close()
+        server.stop()
