@@ -81,6 +81,7 @@ class Config:
     channel_history_size: int
     channel_history_ttl: int
     registry_flush_interval: float
+    reliability_echo_route: bool = False  # test-only `/ws/echo` for conformance runs
 
     @property
     def uses_dev_jwt_key(self) -> bool:
@@ -232,6 +233,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         channel_history_size=env.integer("CHANNEL_HISTORY_SIZE", 100, minimum=0),
         channel_history_ttl=env.integer("CHANNEL_HISTORY_TTL", 86400, minimum=1),
         registry_flush_interval=env.number("REGISTRY_FLUSH_INTERVAL", 1.0, strict=True),
+        reliability_echo_route=env.boolean("RELIABILITY_ECHO_ROUTE", False),
     )
     _check_header_name(config.ws_api_key_header, env)
     if not debug:

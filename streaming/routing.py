@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import path, re_path
 
 from streaming.consumers import StreamConsumer
+from streaming.echo import echo
 from streaming.middleware import IdentityMiddleware
 from streaming.sse import EventStreamEndpoint
 
@@ -25,6 +26,8 @@ async def refuse_websocket(scope: dict, receive: Any, send: Any) -> None:
 
 websocket_urlpatterns = [
     *([path("ws/connect", StreamConsumer.as_asgi())] if settings.REALTIME.websocket_enabled else []),
+    # Test-only: the conformance fuzzer's echo, behind the same middleware (RELIABILITY_ECHO_ROUTE).
+    *([path("ws/echo", echo)] if settings.REALTIME.reliability_echo_route else []),
     re_path(r"", refuse_websocket),
 ]
 

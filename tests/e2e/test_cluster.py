@@ -15,33 +15,9 @@ import pytest
 import websockets
 
 from tests.support.clients import SSEReader, WSClient
-from tests.support.nginx import Nginx
-from tests.support.server import LiveServer, migrate
-from tests.support.services import PrivateRedis, create_postgres_database, drop_postgres_database
+from tests.support.cluster import Cluster, Subscriber, connections_by_process, publish_steadily
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis, pytest.mark.postgres, pytest.mark.server]
-
-ENV = {
-    "WEBSOCKET_DISCONNECT_TIMEOUT": "3",  # liveness window: a killed process is reaped within 6 s
-    "WEBSOCKET_HEARTBEAT_INTERVAL": "1",
-    "TRUSTED_PROXIES": "127.0.0.1/32",
-}
-
-
-class Cluster:
-    def __init__(self, size: int = 3) -> None:
-        self.redis = PrivateRedis().start()
-        self.database_url = create_postgres_database()
-        migrate(self.database_url)
-        self.servers = [LiveServer(self.database_url, REDIS_URL=self.redis.url, **ENV).start() for _ in range(size)]
-        self.nginx = Nginx([server.port for server in self.servers]).start()
-
-    def close(self) -> None:
-        self.nginx.stop()
-        for server in self.servers:
-            server.kill()
-        self.redis.stop()
-        drop_postgres_database(self.database_url)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +25,6 @@ def cluster():
     cluster = Cluster()
     yield cluster
     cluster.close()
-
-
-async def connections_by_process(cluster: Cluster, channel: str) -> dict[str, str]:
-    async with httpx.AsyncClient() as http:
-        listed = (await http.get(cluster.nginx.http + f"/ws/connections?channel={channel}&page_size=1000")).json()
-    return {c["id"]: c["process"] for c in listed["results"]}
 
 
 async def test_clients_on_different_backends_receive_each_others_publishes(cluster):
@@ -113,60 +83,6 @@ async def test_stats_and_connection_lists_agree_and_delete_works_across_processe
     finally:
         for client in clients:
             await client.socket.close()
-
-
-class Subscriber:
-    """A WebSocket client through nginx that reconnects and resumes from its last offset."""
-
-    def __init__(self, url: str, channel: str) -> None:
-        self.url, self.channel = url, channel
-        self.offsets: list[int] = []
-        self.ids: list[str] = []
-        self.reconnects = 0
-        self.client: WSClient | None = None
-
-    async def connect(self) -> None:
-        self.client = await WSClient(self.url).__aenter__()
-        since = self.offsets[-1] if self.offsets else None
-        data = {"channel": self.channel} | ({"since": since} if since is not None else {})
-        reply = await self.client.call("subscribe", data)
-        assert reply["type"] == "subscribed"
-        if since is not None:
-            assert reply["content"]["recovered"] is True
-
-    async def run(self, until: float) -> None:
-        await self.connect()
-        while time.monotonic() < until:
-            try:
-                frame = await self.client.recv(timeout=0.5)
-            except TimeoutError:
-                continue
-            except websockets.ConnectionClosed:
-                self.reconnects += 1
-                while True:
-                    try:
-                        await self.connect()
-                        break
-                    except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed):
-                        await asyncio.sleep(0.2)
-                continue
-            if frame.get("channel") == self.channel and frame.get("offset") is not None:
-                self.offsets.append(frame["offset"])
-                self.ids.append(frame["id"])
-        await self.client.socket.close()
-
-
-async def publish_steadily(url: str, channel: str, count: int, rate: float) -> list[int]:
-    offsets = []
-    async with httpx.AsyncClient(timeout=10) as http:
-        for n in range(count):
-            response = await http.post(
-                url + "/ws/send-to-channel", json={"channel": channel, "message": {"content": n}, "persist": True}
-            )
-            assert response.status_code == 202, response.text
-            offsets.append(response.json()["offset"])
-            await asyncio.sleep(1 / rate)
-    return offsets
 
 
 async def test_killed_backend_clients_reconnect_and_recover_exactly_once(cluster):
@@ -237,7 +153,7 @@ async def test_sigterm_sends_1001_through_nginx(cluster):
     await asyncio.sleep(0.5)
     on_target = {
         cid
-        for cid, process in (await connections_by_process_all(cluster)).items()
+        for cid, process in (await connections_by_process(cluster)).items()
         if process.split(":")[1] == str(target.process_pid)
     }
     assert on_target
@@ -252,12 +168,6 @@ async def test_sigterm_sends_1001_through_nginx(cluster):
         await client.socket.close()
     assert set(codes.values()) == {1001}
     target.start()
-
-
-async def connections_by_process_all(cluster: Cluster) -> dict[str, str]:
-    async with httpx.AsyncClient() as http:
-        listed = (await http.get(cluster.nginx.http + "/ws/connections?page_size=1000")).json()
-    return {c["id"]: c["process"] for c in listed["results"]}
 
 
 _ = json

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import struct
 
 import httpx
 import pytest
 import websockets
 
-from tests.support.clients import WSClient
+from tests.support.clients import WSClient, raw_websocket, send_raw_frame
 
 pytestmark = pytest.mark.server
 
@@ -65,32 +63,10 @@ async def test_stats_count_real_connections(live_server):
         assert stats["channels"]["subscriptions"] >= 1
 
 
-def _raw_websocket(port: int) -> socket.socket:
-    """A WebSocket whose reader never reads: the kernel buffers fill and daphne must hold back."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(
-        b"GET /ws/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert b" 101 " in response
-    return sock
-
-
-def _send_frame(sock: socket.socket, text: str) -> None:
-    payload = text.encode()
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
-
-
 async def test_slow_consumer_is_closed_4429_and_others_keep_receiving(live_server_factory):
     server = live_server_factory(WEBSOCKET_MESSAGE_QUEUE_SIZE="20")
-    slow = _raw_websocket(server.port)
-    _send_frame(slow, '{"action":"subscribe","data":{"channel":"firehose"}}')
+    slow = raw_websocket(server.port)
+    send_raw_frame(slow, '{"action":"subscribe","data":{"channel":"firehose"}}')
     body = {"channel": "firehose", "message": {"content": "x" * 20000}}
     published = 0
     async with WSClient(server.ws + "/ws/connect", max_size=None) as healthy, httpx.AsyncClient() as http:
@@ -147,10 +123,18 @@ async def test_sigterm_closes_websockets_1001_and_ends_sse_streams(live_server_f
         error = await sse.until("stream-error")
         assert error["data"]["condition"] == "shutdown"
     database = sqlite3.connect(server.database_url.removeprefix("sqlite:///"))
-    row = database.execute("select closed_at, close_code from streaming_connection where id = ?", (connection_id,)).fetchone()
+    row = database.execute(
+        "select closed_at, close_code from streaming_connection where id = ?", (connection_id,)
+    ).fetchone()
     assert row[0] is not None and row[1] == 1001
     assert database.execute("select count(*) from streaming_connection where closed_at is null").fetchone()[0] == 0
-    assert database.execute("select count(*) from streaming_serverprocess where stopped_at is null and id like ?", (f"%:{server.process_pid}:%",)).fetchone()[0] == 0
+    assert (
+        database.execute(
+            "select count(*) from streaming_serverprocess where stopped_at is null and id like ?",
+            (f"%:{server.process_pid}:%",),
+        ).fetchone()[0]
+        == 0
+    )
 
 
 async def test_refusal_codes_and_reasons_reach_a_real_client(live_server_factory):
@@ -166,3 +150,18 @@ async def test_refusal_codes_and_reasons_reach_a_real_client(live_server_factory
             await refused.recv()
     assert closed.value.rcvd.code == 4401
     assert closed.value.rcvd.reason.startswith("Invalid token")
+
+
+async def test_a_message_over_daphnes_frame_limit_is_closed_1009_and_others_carry_on(live_server):
+    """daphne refuses messages over its 1 MiB `--websocket_max_message_size`: with a closing
+    handshake (1009, clean), not a dropped TCP connection."""
+    async with WSClient(live_server.ws + "/ws/connect") as bystander:
+        async with websockets.connect(live_server.ws + "/ws/connect", max_size=None) as socket:
+            await socket.recv()  # connected
+            await socket.send("x" * (2 * 1024 * 1024))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert closed.value.rcvd_then_sent is True  # the server's close frame came first: a clean close
+        assert (await bystander.call("ping"))["type"] == "pong"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 from typing import Any
 
 import httpx
@@ -116,3 +118,59 @@ class WSClient:
         if frame.get("type") == "heartbeat":
             await self.socket.send('{"action": "pong"}')
         return frame
+
+
+def raw_websocket(port: int, path: str = "/ws/connect") -> socket.socket:
+    """A WebSocket whose reader never reads: the kernel buffers fill and the server must hold back."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response
+    return sock
+
+
+def send_raw_frame(sock: socket.socket, text: str) -> None:
+    """Send one masked text frame (payloads under 126 bytes)."""
+    payload = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+
+
+def read_close_code(sock: socket.socket, timeout: float = 10) -> int | None:
+    """Read server frames until the close frame; its code (None if the connection just ended)."""
+    sock.settimeout(timeout)
+    buffer = b""
+
+    def need(count: int) -> bool:
+        nonlocal buffer
+        while len(buffer) < count:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return False
+            buffer += chunk
+        return True
+
+    while need(2):
+        opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+        header = 2
+        if length == 126:
+            if not need(4):
+                return None
+            length, header = struct.unpack("!H", buffer[2:4])[0], 4
+        elif length == 127:
+            if not need(10):
+                return None
+            length, header = struct.unpack("!Q", buffer[2:10])[0], 10
+        if not need(header + length):
+            return None
+        payload, buffer = buffer[header : header + length], buffer[header + length :]
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+    return None

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -29,6 +30,8 @@ def render_site(backend_ports: list[int], listen_port: int) -> str:
 
 
 class Nginx:
+    started: ClassVar[list[Nginx]] = []  # every nginx of this test run (their logs are checked)
+
     def __init__(self, backend_ports: list[int]) -> None:
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if binary is None:
@@ -57,6 +60,7 @@ http {{
 """
         )
         self.process: subprocess.Popen | None = None
+        Nginx.started.append(self)
 
     @property
     def http(self) -> str:

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -54,6 +55,8 @@ def sqlite_url(directory: str | None = None) -> str:
 class LiveServer:
     """One daphne process on a free port; restartable on the same port and database."""
 
+    started: ClassVar[list[LiveServer]] = []  # every server of this test run (their logs are checked)
+
     def __init__(self, database_url: str, port: int | None = None, args: tuple[str, ...] = (), **env: str) -> None:
         self.database_url = database_url
         self.args = args
@@ -61,6 +64,7 @@ class LiveServer:
         self.env = base_env(database_url, **env)
         self.process: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"daphne-{self.port}-", suffix=".log")[1])
+        LiveServer.started.append(self)
 
     @property
     def http(self) -> str:
@@ -115,3 +119,14 @@ class LiveServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class UvicornServer(LiveServer):
+    """The same ASGI application under uvicorn instead of daphne (the reliability suite compares them)."""
+
+    def _spawn(self, log) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+             *self.args, "realtime_project.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -109,3 +110,62 @@ class PrivateRedis:
         import redis
 
         return redis.Redis.from_url(self.url)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory, a free port), so
+    it can be stopped and restarted without disturbing anyone else's."""
+
+    def __init__(self) -> None:
+        import glob
+        import shutil
+        import tempfile
+
+        from tests.support.server import free_port
+
+        found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[::-1]), None)
+        if found is None:
+            if IN_CI:
+                pytest.fail("PostgreSQL's pg_ctl is not installed (CI must provide it)")
+            pytest.skip("PostgreSQL's pg_ctl is not installed")
+        self.bindir = os.path.dirname(found)
+        self.port = free_port()
+        self.directory = tempfile.mkdtemp(prefix="pg-test-")
+        # initdb refuses to run as root: then the cluster belongs to the `postgres` user.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run("initdb", "-D", self.directory, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([*self.as_user, os.path.join(self.bindir, tool), *args], check=True, capture_output=True)
+
+    def _ctl(self, command: str) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", self.directory, "-o", options, "-l", f"{self.directory}/server.log", "-m", "fast",
+                  "-w", command)  # fmt: skip
+
+    def start(self) -> PrivatePostgres:
+        self._ctl("start")
+        return self
+
+    def stop(self) -> None:
+        self._ctl("stop")
+
+    def restart(self) -> None:
+        self._ctl("restart")
+
+    def destroy(self) -> None:
+        import shutil
+
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
