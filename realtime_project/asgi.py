@@ -9,14 +9,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
-from streaming.middleware import IdentityMiddleware  # noqa: E402
+from streaming.middleware import IdentityMiddleware, SessionWhenCookie  # noqa: E402
 from streaming.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
-        "websocket": SessionMiddlewareStack(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
+        "websocket": SessionWhenCookie(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -17,7 +17,6 @@ from typing import Any
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.utils import await_many_dispatch
 from django.db import InterfaceError, OperationalError
 
 from streaming import metrics, protocol, security, selectors, services
@@ -75,7 +74,12 @@ class StreamConsumer(AsyncConsumer):
         self.closing = False
         self.close_code: int | None = None
         try:
-            await await_many_dispatch([receive], self.dispatch)
+            while True:  # one source of events: no task per event as in await_many_dispatch
+                await self.dispatch(await receive())
+                if self.accepted and self.outbox:
+                    # Replies are queued: let the writer send them before the next frame of a
+                    # burst (receive() does not yield when frames are waiting).
+                    await asyncio.sleep(0)
         except StopConsumer:
             pass
         finally:

@@ -5,13 +5,12 @@ Everything else over HTTP (API, admin, pages) is Django's, routed after these.
 
 from typing import Any
 
-from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
 from django.urls import path, re_path
 
 from streaming.consumers import StreamConsumer
 from streaming.echo import echo
-from streaming.middleware import IdentityMiddleware
+from streaming.middleware import IdentityMiddleware, SessionWhenCookie
 from streaming.sse import EventStreamEndpoint
 
 
@@ -32,7 +31,7 @@ websocket_urlpatterns = [
 ]
 
 http_urlpatterns = (
-    [path("sse/connect", SessionMiddlewareStack(IdentityMiddleware(EventStreamEndpoint())))]
+    [path("sse/connect", SessionWhenCookie(IdentityMiddleware(EventStreamEndpoint())))]
     if settings.REALTIME.sse_enabled
     else []
 )
