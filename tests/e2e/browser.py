@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
-from tests.support.services import IN_CI
+from tests.support.services import missing
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -45,9 +43,7 @@ def require_chromium() -> None:
             problem = "Playwright is not installed (pip install -r requirements-dev.txt)"
     if problem is None:
         return
-    if IN_CI:
-        pytest.fail(problem + " (CI must provide it)")
-    pytest.skip(problem)
+    missing(problem)
 
 
 @contextmanager

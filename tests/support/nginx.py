@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-import pytest
-
 from tests.support.server import ROOT, free_port
-from tests.support.services import IN_CI, reachable
+from tests.support.services import missing, reachable
 
 SITE = ROOT / "deploy" / "nginx.conf"
 
@@ -35,9 +33,7 @@ class Nginx:
     def __init__(self, backend_ports: list[int]) -> None:
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if binary is None:
-            if IN_CI:
-                pytest.fail("nginx is not installed (CI must provide it)")
-            pytest.skip("nginx is not installed")
+            missing("nginx is not installed")
         self.binary = binary
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="nginx-test-"))

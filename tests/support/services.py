@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import uuid
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,14 +25,17 @@ def reachable(url: str) -> bool:
         return False
 
 
-def require(url: str, what: str) -> None:
-    """Skip when the service is missing locally; fail under CI, where it must be there."""
-    if reachable(url):
-        return
-    message = f"{what} is not reachable at {url}"
+def missing(message: str) -> NoReturn:
+    """A real part a test needs is absent: skip locally, fail under CI, where it must be there."""
     if IN_CI:
         pytest.fail(message + " (CI must provide it)")
     pytest.skip(message)
+
+
+def require(url: str, what: str) -> None:
+    """Skip when the service is missing locally; fail under CI."""
+    if not reachable(url):
+        missing(f"{what} is not reachable at {url}")
 
 
 def require_redis() -> str:
@@ -73,9 +77,7 @@ class PrivateRedis:
 
         binary = shutil.which("redis-server")
         if binary is None:
-            if IN_CI:
-                pytest.fail("redis-server is not installed (CI must provide it)")
-            pytest.skip("redis-server is not installed")
+            missing("redis-server is not installed")
         self.binary = binary
         self.port = free_port()
         self.process = None
@@ -125,9 +127,7 @@ class PrivatePostgres:
 
         found = shutil.which("pg_ctl") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[::-1]), None)
         if found is None:
-            if IN_CI:
-                pytest.fail("PostgreSQL's pg_ctl is not installed (CI must provide it)")
-            pytest.skip("PostgreSQL's pg_ctl is not installed")
+            missing("PostgreSQL's pg_ctl is not installed")
         self.bindir = os.path.dirname(found)
         self.port = free_port()
         self.directory = tempfile.mkdtemp(prefix="pg-test-")
