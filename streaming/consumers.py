@@ -30,6 +30,7 @@ from streaming.auth import (
     authorize_subscribe,
 )
 from streaming.errors import (
+    DatabaseUnavailable,
     Forbidden,
     InvalidJSON,
     InvalidMessage,
@@ -291,9 +292,8 @@ class StreamConsumer(AsyncConsumer):
         except StreamingError as error:
             self.send_frame(protocol.error_reply(error.code, error.detail, request_id, error.fields))
         except (OperationalError, InterfaceError) as error:
-            # The database is down or restarting: the client may retry, as for a bus outage.
             logger.warning("database unavailable on connection %s: %s", self.connection_id, error)
-            refused = Unavailable("The database is unavailable; try again.")
+            refused = DatabaseUnavailable()
             self.send_frame(protocol.error_reply(refused.code, refused.detail, request_id))
         except Exception:
             logger.exception("action failed on connection %s", self.connection_id)

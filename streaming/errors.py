@@ -14,7 +14,7 @@ of the error reply on WebSocket, the `type` of the JSON body over HTTP) and an H
     ├── NotFound (not_found, 404)
     ├── MessageTooLarge (message_too_large, 413)
     ├── RateLimited (rate_limited, 429)
-    └── Unavailable (unavailable, 503)
+    └── Unavailable (unavailable, 503) — the bus, or as DatabaseUnavailable the database
 
 They are raised anywhere and turned into the one error shape at the edge (consumer dispatch,
 DRF exception handler, SSE view). Pure Python: nothing here imports Django.
@@ -102,3 +102,10 @@ class Unavailable(StreamingError):
     code = "unavailable"
     status_code = 503
     default_detail = "The message bus is unavailable; try again."
+
+
+class DatabaseUnavailable(Unavailable):
+    """What the edges answer for Django's OperationalError/InterfaceError (database down or
+    restarting): retryable like a bus outage, on WebSocket and over HTTP alike."""
+
+    default_detail = "The database is unavailable; try again."

@@ -61,6 +61,9 @@ class Outgoing:
     def published(self) -> Published:
         return Published(self.envelope["id"], self.channel, self.envelope["offset"])
 
+    def bus_message(self) -> dict[str, Any]:
+        return bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"])
+
 
 def build_envelope(
     *,
@@ -103,14 +106,12 @@ def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:
 
 async def _group_send(outgoing: Outgoing) -> None:
     layer = get_channel_layer()
-    envelope = outgoing.envelope
-    message = bus_message(outgoing.channel, outgoing.text, envelope["offset"], envelope["type"])
     try:
-        await layer.group_send(protocol.group_name(outgoing.channel), message)
+        await layer.group_send(protocol.group_name(outgoing.channel), outgoing.bus_message())
     except Exception as error:  # redis-py raises several unrelated types when Redis is away
         metrics.BUS_FAILURES.inc()
         raise Unavailable() from error
-    metrics.PUBLISHED.labels("true" if envelope["offset"] is not None else "false").inc()
+    metrics.PUBLISHED.labels("true" if outgoing.envelope["offset"] is not None else "false").inc()
 
 
 async def asend_to_bus(outgoing: Outgoing) -> None:
@@ -164,8 +165,7 @@ def _deliver_locally(outgoing: Outgoing) -> None:
     """
     runtime = running_runtime()
     if runtime is not None:
-        envelope = outgoing.envelope
-        runtime.hub.hub_publish(bus_message(outgoing.channel, outgoing.text, envelope["offset"], envelope["type"]))
+        runtime.hub.hub_publish(outgoing.bus_message())
 
 
 def undelivered_count() -> int:

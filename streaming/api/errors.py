@@ -13,7 +13,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from streaming import protocol
-from streaming.errors import StreamingError, Unavailable
+from streaming.errors import DatabaseUnavailable, StreamingError
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,8 @@ _DRF_CODES: list[tuple[type[Exception], str]] = [
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, OperationalError | InterfaceError):
-        # The database is down or restarting: a clear, retryable 503 rather than a 500 page.
         logger.warning("database unavailable for %s: %s", context["request"].path, exc)
-        exc = Unavailable("The database is unavailable; try again.")
+        exc = DatabaseUnavailable()
     if isinstance(exc, StreamingError):
         body = protocol.error_body(exc.code, exc.detail, exc.fields)
         return Response(body, status=exc.status_code, headers=_auth_header(exc, context))

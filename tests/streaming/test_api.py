@@ -289,3 +289,18 @@ def test_api_root_and_landing_page(client):
     assert landing.status_code == 200
     for link in (b"/admin/", b"/api/", b"/api/docs/"):
         assert link in landing.content
+
+
+def test_database_down_is_a_retryable_503_not_a_500(client, monkeypatch):
+    from django.db import OperationalError
+
+    from streaming import history
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(history, "history_read", down)
+    response = client.get("/api/channels/news/history/")
+    assert response.status_code == 503
+    assert response.json() == {"type": "unavailable", "error": "The database is unavailable; try again."}
+    assert response.headers["Retry-After"]

@@ -347,3 +347,21 @@ async def test_disconnect_leaves_hub_and_registry(connect):
     await communicator.disconnect()
     assert not runtime.hub.members("gone")
     assert runtime.registry.count("ws") == 0
+
+
+async def test_database_down_during_an_action_is_an_unavailable_reply_and_the_connection_stays(connect, monkeypatch):
+    from django.db import OperationalError
+
+    from streaming import consumers
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(consumers, "history_read", down)
+    communicator = await connect()
+    reply = await request(communicator, "history", {"channel": "news"})
+    assert reply["type"] == "error" and reply["request_id"] == "r1"
+    assert reply["content"]["type"] == "unavailable"
+    assert reply["content"]["error"] == "The database is unavailable; try again."
+    assert (await request(communicator, "ping"))["type"] == "pong"
+    await communicator.disconnect()
