@@ -365,3 +365,28 @@ async def test_database_down_during_an_action_is_an_unavailable_reply_and_the_co
     assert reply["content"]["error"] == "The database is unavailable; try again."
     assert (await request(communicator, "ping"))["type"] == "pong"
     await communicator.disconnect()
+
+
+async def test_subscribing_to_a_channel_without_history_reads_no_history(connect, monkeypatch):
+    """After the process has anchored a channel at offset 0, a subscribe is answered without a query;
+    once the channel has a persisted message, subscribers read history again (and get it)."""
+    from streaming import hub, services
+
+    reads = []
+    real_history_read = hub.history_read
+    monkeypatch.setattr(hub, "history_read", lambda *args: reads.append(args) or real_history_read(*args))
+    first, second = await connect(), await connect()
+    for communicator in (first, second):
+        reply = await request(communicator, "subscribe", {"channel": "quiet"})
+        assert reply["content"] == {"channel": "quiet", "offset": 0, "recovered": False}
+    assert reads == []
+    await services.apublish_to_channel(channel="quiet", content="kept", persist=True)
+    for communicator in (first, second):
+        assert (await communicator.receive_json_from())["offset"] == 1
+    late = await connect()
+    reply = await request(late, "subscribe", {"channel": "quiet"})
+    assert reply["content"]["offset"] == 1
+    assert (await late.receive_json_from())["content"] == "kept"
+    assert reads == [("quiet", None)]
+    for communicator in (first, second, late):
+        await communicator.disconnect()
