@@ -28,7 +28,7 @@ def landing(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt  # a POST to a URL that does not exist is a 404, not a CSRF failure
-def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+def api_not_found(request: HttpRequest) -> JsonResponse:
     """404 in the API's JSON error shape for a URL under /api/ or /ws/ that no route matches
     (in debug mode too, where Django would answer with its HTML page)."""
     detail = "No such URL."
