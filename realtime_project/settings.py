@@ -82,8 +82,14 @@ def _database(url: str) -> dict:
         # thread; a pool per process hands them connections and takes them back at the end,
         # where persistent per-thread connections would pile up to PostgreSQL's max_connections.
         # A request waits at most 5 s for a connection: while PostgreSQL is down, callers get their 503
-        # `unavailable` after that rather than after psycopg's default 30 s.
-        database["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 10, "timeout": 5}}
+        # `unavailable` after that rather than after psycopg's default 30 s. The pool retries a lost
+        # connection with doubling delays; by default for 5 minutes, so after a long outage a process
+        # could wait many seconds for its next attempt. Giving up after 5 s lets the next request
+        # start a fresh attempt at once: every process is back within a couple of seconds.
+        database["OPTIONS"] = {
+            "connect_timeout": 5,
+            "pool": {"min_size": 1, "max_size": 10, "timeout": 5, "reconnect_timeout": 5},
+        }
     if database["ENGINE"] == "django.db.backends.sqlite3":
         if not Path(database["NAME"]).is_absolute() and database["NAME"] != ":memory:":
             database["NAME"] = str(BASE_DIR / database["NAME"])
