@@ -6,21 +6,26 @@
   ends with `stream-error` `shutdown` (clients reconnect elsewhere), and this process's connection
   rows are closed — before daphne cancels what is left.
 * Tuned for many connections (measured in bench/RESULTS.md): a listen queue of 4096 instead of
-  Twisted's 50 for `-b`/`-p`, and the cyclic GC kept off the objects loaded at start-up.
+  Twisted's 50 for `-b`/`-p`, the cyclic GC kept off the objects loaded at start-up, and no
+  pretty-printing of autobahn's configuration for a debug line nobody reads on every handshake.
+* Memory stays flat: glibc's malloc gets at most two arenas (`MALLOC_ARENA_MAX`, unless set).
 
 Every daphne option is taken unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import sys
 from collections.abc import Callable
+from pprint import pformat
 from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
+    _limit_malloc_arenas()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
     import django
 
@@ -33,11 +38,33 @@ def main(argv: list[str] | None = None) -> None:
     cli.AccessLogGenerator = RedactingAccessLog
     cli.CommandLineInterface.server_class = GracefulServer
     cli.build_endpoint_description_strings = _with_backlog(cli.build_endpoint_description_strings)
+    _defer_autobahn_debug_formatting()
     _tune_gc()
     cli.CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
 
 
 LISTEN_BACKLOG = 4096
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's malloc at MALLOC_ARENAS arenas, as `MALLOC_ARENA_MAX=2` would.
+
+    Django runs each HTTP request's sync code on a thread of its own, and glibc gives new threads
+    new arenas (up to 8 per core) whose freed memory stays resident: RSS rose in steps of about
+    400 KB as load peaks met new arenas, over ten minutes of steady load (tests/reliability/
+    test_resources.py, the soak). The threads only run short database calls, so sharing one
+    arena costs nothing measurable. An explicit `MALLOC_ARENA_MAX` in the environment wins; on a
+    libc without `mallopt` (musl) nothing changes.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def _with_backlog(build: Callable[..., list[str]]) -> Callable[..., list[str]]:
@@ -52,6 +79,33 @@ def _with_backlog(build: Callable[..., list[str]]) -> Callable[..., list[str]]:
         return [e + f":backlog={LISTEN_BACKLOG}" if e.startswith("tcp:") else e for e in endpoints]
 
     return build_with_backlog
+
+
+class _DeferredPformat:
+    """`pprint.pformat(value)`, computed only when the log line holding it is written."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self.value), spec)
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+
+def _defer_autobahn_debug_formatting() -> None:
+    """autobahn pretty-prints its 29 configuration attributes for a debug log line on every new
+    connection (`WebSocketProtocol._connectionMade`), whether debug logging is on or not: about
+    180 µs of each handshake's CPU (bench/OPTIMISATIONS.md). The line is now formatted only if
+    it is emitted. `Timings.__str__`, the module's other `pformat` caller, keeps the real one.
+    """
+    from autobahn.websocket import protocol
+
+    protocol.pformat = _DeferredPformat
+    protocol.Timings.__str__ = lambda timings: pformat(timings._timings)
 
 
 def _tune_gc() -> None:
