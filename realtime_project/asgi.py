@@ -12,10 +12,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from streaming.middleware import IdentityMiddleware, SessionWhenCookie  # noqa: E402
 from streaming.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from streaming.runtime import lifespan_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": SessionWhenCookie(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
+        "lifespan": lifespan_app,  # daphne has no lifespan: its launcher warms up (streaming/shutdown.py)
     }
 )

@@ -2,12 +2,15 @@
 
 There is one `Runtime` per event loop (a server process runs one loop; tests run one per test),
 created on first use by whatever needs it — a connecting WebSocket, an SSE stream, an API call
-that must reach a local connection.
+that must reach a local connection. A server starts it before it takes connections (`warm_up`):
+daphne through `streaming.shutdown.GracefulServer`, other ASGI servers through the lifespan
+protocol (`lifespan_app`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -15,6 +18,10 @@ from django.conf import settings
 
 from streaming.hub import Hub
 from streaming.registry import ConnectionRegistry
+
+logger = logging.getLogger(__name__)
+
+WARM_UP_SECONDS = 10.0
 
 
 class Runtime:
@@ -66,3 +73,34 @@ def running_runtime() -> Runtime | None:
 
 async def start_runtime() -> Runtime:
     return await get_runtime().start()
+
+
+async def warm_up(timeout: float = WARM_UP_SECONDS) -> bool:
+    """Start this loop's runtime now, before the server takes connections; True if it started.
+
+    Started lazily, the runtime joined the bus inside the first handshakes: under a reconnect
+    storm to a fresh process on Redis, each of its round trips waited a whole loop iteration
+    behind hundreds of handshakes, and the connections queued behind it passed daphne's 5 s
+    connect timeout (bench/OPTIMISATIONS.md, step 8). If the bus or the database is down now,
+    the failure is logged and the first connection tries again.
+    """
+    try:
+        await asyncio.wait_for(start_runtime(), timeout)
+    except Exception as error:  # a server must come up without its bus; clients are told per connection
+        logger.warning(
+            "runtime not started at start-up (%s: %s); the first connection retries", type(error).__name__, error
+        )
+        return False
+    return True
+
+
+async def lifespan_app(scope: dict, receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol (uvicorn, hypercorn): warm the runtime up at start-up."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await warm_up()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -10,7 +10,7 @@ from daphne.server import Server
 from twisted.internet import defer
 
 from streaming.protocol import CloseCode
-from streaming.runtime import _runtimes
+from streaming.runtime import _runtimes, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,20 @@ async def shutdown_runtimes(grace: float = GRACE_SECONDS) -> None:
 
 
 class GracefulServer(Server):
-    """daphne's server, closing connections with 1001 before its applications are cancelled.
+    """daphne's server, closing connections with 1001 before its applications are cancelled,
+    and with this process's runtime started before it listens.
 
     It also fails a WebSocket with a closing handshake — 1009 for a message over
     `--websocket_max_message_size`, 1002/1007 for protocol errors — where daphne's factory would
     drop the TCP connection (autobahn's `failByDrop` default), so clients see why.
     """
+
+    def run(self):
+        """Start the runtime (bus channel, registry) on daphne's loop, then listen and serve."""
+        from daphne.server import twisted_loop  # the loop the reactor and the applications run on
+
+        twisted_loop.run_until_complete(warm_up())
+        super().run()
 
     @property
     def ws_factory(self):

@@ -182,3 +182,31 @@ async def test_redis_outage_persisted_publishes_commit_and_arrive_when_redis_ret
             assert (await local.recv(timeout=5))["offset"] == 6
     finally:
         redis.stop()
+
+
+async def test_a_process_joins_the_bus_before_its_first_connection(live_server_factory):
+    redis = PrivateRedis().start()
+    try:
+        server = live_server_factory(REDIS_URL=redis.url)
+        # Nothing has connected yet: the hub's channel is already subscribed in Redis, so the first
+        # handshakes of a reconnect storm do not wait for it (they passed daphne's connect timeout).
+        channels = [c.decode() for c in redis.client().pubsub_channels("realtime*")]
+        assert [name for name in channels if name.startswith("realtimehub.")], channels
+        assert "runtime not started" not in server.log()
+    finally:
+        redis.stop()
+
+
+async def test_a_process_started_while_redis_is_down_serves_once_it_is_back(live_server_factory):
+    redis = PrivateRedis()  # its port is reserved, nothing listens on it yet
+    server = live_server_factory(REDIS_URL=redis.url)
+    try:
+        assert "runtime not started at start-up" in server.log()
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.http + "/api/")).status_code == 200
+        redis.start()
+        async with WSClient(server.ws + "/ws/connect") as ws:  # the first connection starts it
+            assert ws.greeting["type"] == "connected"
+            assert (await ws.call("subscribe", {"channel": "late"}))["type"] == "subscribed"
+    finally:
+        redis.stop()
