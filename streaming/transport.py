@@ -62,9 +62,15 @@ def daphne_protocol(send: Any) -> Any:
 async def close_websocket(send: Any, code: int, reason: str) -> None:
     """Close an accepted WebSocket with `code` and `reason`, both reaching the client."""
     protocol = daphne_protocol(send)
-    if protocol is not None and getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", object()):
-        protocol.sendCloseFrame(code=int(code), reasonUtf8=encode_truncate(reason, CLOSE_REASON_MAX), isReply=False)
-        return
+    if protocol is not None:
+        state = getattr(protocol, "state", None)
+        if state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=int(code), reasonUtf8=encode_truncate(reason, CLOSE_REASON_MAX), isReply=False)
+            return
+        if state in (protocol.STATE_CLOSING, protocol.STATE_CLOSED):
+            # A close is under way already. daphne's own path would hand autobahn's `sendClose`
+            # a code it refuses from a server (1001, 1009 …) and log a task exception.
+            return
     await send({"type": "websocket.close", "code": int(code), "reason": reason})
 
 
