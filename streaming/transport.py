@@ -63,7 +63,7 @@ async def close_websocket(send: Any, code: int, reason: str) -> None:
     """Close an accepted WebSocket with `code` and `reason`, both reaching the client."""
     protocol = daphne_protocol(send)
     if protocol is not None:
-        state = getattr(protocol, "state", None)
+        state = protocol.state
         if state == protocol.STATE_OPEN:
             protocol.sendCloseFrame(code=int(code), reasonUtf8=encode_truncate(reason, CLOSE_REASON_MAX), isReply=False)
             return
