@@ -163,7 +163,7 @@ class _Reader:
     def origins(self, name: str) -> tuple[str, ...]:
         def parse(raw: str) -> tuple[str, ...]:
             items = _split_list(raw)
-            if not all(_ORIGIN_RE.match(item) for item in items):
+            if not all(_ORIGIN_RE.fullmatch(item) for item in items):
                 raise ValueError(raw)
             return items
 

@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from streaming import metrics, protocol
 from streaming.auth import authenticator, credentials_from_request
 from streaming.errors import Unauthenticated
+from streaming.runtime import registry_health
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -46,7 +47,8 @@ async def _bus_check() -> None:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the message bus answer, else 503 naming what failed."""
+    """200 when the database and the message bus answer and this process's registry writes
+    succeed, else 503 naming what failed."""
     checks = {}
     try:
         with connection.cursor() as cursor:
@@ -59,6 +61,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["bus"] = "ok"
     except Exception as error:
         checks["bus"] = f"error: {type(error).__name__}"
+    problem = registry_health()
+    checks["registry"] = "ok" if problem is None else f"error: {problem}"
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if healthy else "unavailable", "checks": checks}
     return JsonResponse(body, status=200 if healthy else 503)

@@ -19,6 +19,8 @@ import orjson
 
 from streaming.errors import InvalidChannel, InvalidJSON, InvalidMessage, UnknownAction
 
+# Patterns that guard input are applied with `fullmatch`: `$` alone also matches before a final
+# newline, and `"a" * 100 + "\n"` would pass (and overflow the 100-character subscription column).
 CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -44,7 +46,7 @@ NOTIFICATION_LEVELS = ("info", "success", "warning", "error")
 RESERVED_TYPES = frozenset(
     {
         "ack", "connected", "error", "heartbeat", "history", "pong", PRESENCE, "refreshed",
-        "subscribed", "unsubscribed", NOTIFICATION, "stream-reset", "stream-error",
+        "subscribed", "unsubscribed", NOTIFICATION, "stream-open", "stream-reset", "stream-error",
     }
 )  # fmt: skip
 
@@ -111,7 +113,7 @@ def new_id() -> str:
 
 def validate_channel(channel: Any) -> str:
     """Return the channel name if it is valid, else raise InvalidChannel."""
-    if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+    if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
         raise InvalidChannel(
             "A channel name is 1-100 characters of A-Z a-z 0-9 _ . : @ - and starts with a letter or digit."
         )
@@ -122,7 +124,7 @@ def validate_user_id(user_id: Any) -> str:
     """Return a user id as text if it is valid, else raise InvalidMessage."""
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
-    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
         raise InvalidMessage("user_id is 1-64 characters of A-Z a-z 0-9 _ . : @ -.", fields={"user_id": "invalid"})
     return user_id
 
@@ -263,7 +265,7 @@ def _limit(value: Any) -> int:
 
 
 def _message_type(value: Any) -> str:
-    if not isinstance(value, str) or not TYPE_RE.match(value):
+    if not isinstance(value, str) or not TYPE_RE.fullmatch(value):
         raise ValueError("1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit")
     return value
 

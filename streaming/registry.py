@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from streaming import metrics
@@ -88,6 +88,8 @@ class ConnectionRegistry:
         self._registered_process = False
         self._next_heartbeat = 0.0
         self._next_expiry = time.monotonic() + HISTORY_EXPIRY_SECONDS
+        self._failing_since: float | None = None  # monotonic time of the first failed flush in a row
+        self._reaped = False  # set by a write that found this process reaped by a peer
 
     @property
     def config(self) -> Any:
@@ -215,12 +217,35 @@ class ConnectionRegistry:
                 await asyncio.shield(self._inflight)
             except Exception:
                 self._restore(pending)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 raise
+            self._failing_since = None
             self._registered_process = True
+            if self._reaped:
+                self._reaped = False
+                self._reopen_all()
             if heartbeat_due:
                 self._next_heartbeat = time.monotonic() + self.config.liveness_window / 4
             if expire:
                 self._next_expiry = time.monotonic() + HISTORY_EXPIRY_SECONDS
+
+    def health(self) -> str | None:
+        """Why this process's registry is unhealthy (its writes have failed for a while), else None."""
+        if self._failing_since is None:
+            return None
+        failing = time.monotonic() - self._failing_since
+        if failing < max(2.0, 3 * self.config.registry_flush_interval):
+            return None
+        return f"registry writes failing for {failing:.0f} s"
+
+    def _reopen_all(self) -> None:
+        """A peer reaped this process while it lived (it missed heartbeats): write every live
+        connection again, so that stats, lists, presence and DELETE see them."""
+        logger.warning("this process was reaped by a peer; restoring its %d connections", len(self.connections))
+        for connection in self.connections.values():
+            self._pending.opened[connection.connection_id] = self._row(connection)
+            self.channels_changed(connection)
 
     def _active_since_flush(self) -> bool:
         flushed = self._seen_flushed
@@ -244,14 +269,15 @@ class ConnectionRegistry:
             self._pending.channels.setdefault(key, value)
 
     def _write(self, pending: _Pending, seen: dict[str, float], now: float, heartbeat: bool, expire: bool) -> None:
-        with transaction.atomic():
-            self._write_process(now)
-            if pending.opened:
-                rows = [Connection(process_id=self.process_id, **row) for row in pending.opened.values()]
-                Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=CHUNK)
-            self._write_channels(pending.channels)
-            self._write_seen(seen)
-            self._write_closed(pending.closed)
+        try:
+            with transaction.atomic():
+                self._write_process(now)
+                self._write_changes(pending, seen)
+        except (DataError, IntegrityError, ValueError) as error:
+            # A row the database refuses must not fail every later flush of this process
+            # (its connections would vanish from stats and it would stop heartbeating).
+            logger.error("registry batch refused (%s); writing connection by connection", error)
+            self._write_each(pending, seen, now)
         if heartbeat:
             reap_dead_processes(self.config.liveness_window, exclude=self.process_id)
         if expire:
@@ -259,8 +285,46 @@ class ConnectionRegistry:
 
             history_expire()
 
+    def _write_changes(self, pending: _Pending, seen: dict[str, float]) -> None:
+        if pending.opened:
+            rows = [Connection(process_id=self.process_id, **row) for row in pending.opened.values()]
+            Connection.objects.bulk_create(
+                rows,
+                update_conflicts=True,  # a restored row (see _reopen_all) is opened again
+                unique_fields=["id"],
+                update_fields=["process", "last_seen", "closed_at", "close_code"],
+                batch_size=CHUNK,
+            )
+        self._write_channels(pending.channels)
+        self._write_seen(seen)
+        self._write_closed(pending.closed)
+
+    def _write_each(self, pending: _Pending, seen: dict[str, float], now: float) -> None:
+        """Write each connection's changes in a transaction of its own; drop (and log) refused ones."""
+        with transaction.atomic():
+            self._write_process(now)
+        ids = set(pending.opened) | set(pending.channels) | set(pending.closed) | set(seen)
+        for connection_id in ids:
+            single = _Pending(
+                opened={k: v for k, v in pending.opened.items() if k == connection_id},
+                closed={k: v for k, v in pending.closed.items() if k == connection_id},
+                channels={k: v for k, v in pending.channels.items() if k == connection_id},
+            )
+            try:
+                with transaction.atomic():
+                    self._write_changes(single, {k: v for k, v in seen.items() if k == connection_id})
+            except (DataError, IntegrityError, ValueError) as error:
+                logger.error("registry row of connection %s refused and dropped: %s", connection_id, error)
+
     def _write_process(self, now: float) -> None:
-        updated = ServerProcess.objects.filter(id=self.process_id).update(last_heartbeat=_dt(now))
+        updated = ServerProcess.objects.filter(id=self.process_id, stopped_at__isnull=True).update(
+            last_heartbeat=_dt(now)
+        )
+        if not updated and ServerProcess.objects.filter(id=self.process_id).update(
+            last_heartbeat=_dt(now), stopped_at=None
+        ):
+            self._reaped = True
+            return
         if not updated:
             ServerProcess.objects.create(
                 id=self.process_id,

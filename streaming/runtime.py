@@ -71,6 +71,15 @@ def running_runtime() -> Runtime | None:
     return _runtimes.get(asyncio.get_running_loop())
 
 
+def registry_health() -> str | None:
+    """Why a runtime of this process cannot mirror its connections to the database, else None."""
+    for runtime in list(_runtimes.values()):
+        problem = runtime.registry.health()
+        if problem is not None:
+            return problem
+    return None
+
+
 async def start_runtime() -> Runtime:
     return await get_runtime().start()
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 def test_healthz_checks_database_and_bus(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "bus": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "bus": "ok", "registry": "ok"}}
 
 
 def test_healthz_reports_a_broken_bus(client, monkeypatch):
@@ -25,7 +25,7 @@ def test_healthz_reports_a_broken_bus(client, monkeypatch):
     monkeypatch.setattr(views, "_bus_check", broken)
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "bus": "error: ConnectionError"}
+    assert response.json()["checks"] == {"database": "ok", "bus": "error: ConnectionError", "registry": "ok"}
 
 
 def test_metrics_need_an_admin_when_api_auth_is_required(client, realtime):

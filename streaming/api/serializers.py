@@ -16,6 +16,7 @@ class ChannelField(serializers.CharField):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 100)
+        kwargs.setdefault("trim_whitespace", False)  # validated as sent: "news\n" is refused, not trimmed
         kwargs.setdefault("help_text", "Channel name: ^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
         super().__init__(**kwargs)
 
@@ -30,6 +31,7 @@ class ChannelField(serializers.CharField):
 class UserIdField(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
@@ -60,10 +62,25 @@ class ContentField(serializers.JSONField):
         return super().to_internal_value(data)
 
 
-class MessageTypeField(serializers.RegexField):
+class MessageTypeField(serializers.CharField):
+    """An envelope type (the SSE event name), checked with the protocol's own full match.
+
+    Not DRF's RegexField: its validator `search`es, and `$` matches before a final newline.
+    """
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 64)
-        super().__init__(protocol.TYPE_RE, **kwargs)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("help_text", f"Message type: {protocol.TYPE_RE.pattern}")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if not protocol.TYPE_RE.fullmatch(value):
+            raise serializers.ValidationError(
+                "1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit.", code="invalid"
+            )
+        return value
 
 
 class MessageSerializer(serializers.Serializer):

@@ -390,3 +390,19 @@ async def test_subscribing_to_a_channel_without_history_reads_no_history(connect
     assert reads == [("quiet", None)]
     for communicator in (first, second, late):
         await communicator.disconnect()
+
+
+@pytest.mark.parametrize("channel", ["a" * 100 + "\n", "news\n"])
+async def test_subscribe_refuses_a_channel_with_a_trailing_newline(connect, channel):
+    communicator = await connect()
+    reply = await request(communicator, "subscribe", {"channel": channel})
+    assert reply["type"] == "error" and reply["content"]["type"] == "invalid_channel"
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("type_", ["notification\n", "stream-open", "connected\n"])
+async def test_clients_cannot_publish_reserved_types_through_a_newline(connect, type_):
+    communicator = await connect()
+    reply = await request(communicator, "send_to_channel", {"channel": "c", "content": 1, "type": type_})
+    assert reply["type"] == "error" and reply["content"]["type"] in ("invalid_message", "forbidden")
+    await communicator.disconnect()

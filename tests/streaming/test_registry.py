@@ -186,3 +186,91 @@ async def test_killed_process_leaves_no_ghosts(live_server_factory):
                 await asyncio.sleep(0.2)
             presence = await keeper.call("presence", {"channel": "haunted"})
             assert presence["content"]["connections"] == 1
+
+
+async def test_a_refused_row_does_not_fail_the_rest_of_the_batch(connect, realtime):
+    from streaming.runtime import get_runtime
+
+    realtime(registry_flush_interval=3600)  # only explicit flushes below
+    communicator = await connect()
+    connection_id = communicator.greeting["data"]["connection_id"]
+    await request(communicator, "subscribe", {"channel": "kept"})
+    registry = get_runtime().registry
+    # A subscription row of a connection that has no row: the database refuses it (foreign key).
+    registry._pending.channels["no-such-connection"] = ["orphan"]
+    await registry.flush()
+    row = await Connection.objects.aget(id=connection_id)
+    assert row.closed_at is None
+    assert [s async for s in Subscription.objects.values_list("channel", flat=True)] == ["kept"]
+    assert registry.health() is None
+    await request(communicator, "subscribe", {"channel": "later"})
+    await registry.flush()  # the refused row was dropped, not retried forever
+    assert sorted([s async for s in Subscription.objects.values_list("channel", flat=True)]) == ["kept", "later"]
+    await communicator.disconnect()
+
+
+async def test_a_process_reaped_while_alive_restores_its_rows(connect, realtime):
+    from streaming.runtime import get_runtime
+
+    realtime(registry_flush_interval=3600)
+    communicator = await connect()
+    connection_id = communicator.greeting["data"]["connection_id"]
+    await request(communicator, "subscribe", {"channel": "room"})
+    registry = get_runtime().registry
+    await registry.flush()
+    # A peer saw no heartbeat for a while (a database outage, a long pause) and reaped us.
+    await ServerProcess.objects.filter(id=registry.process_id).aupdate(
+        last_heartbeat=timezone.now() - timedelta(seconds=600)
+    )
+    from channels.db import database_sync_to_async
+
+    assert await database_sync_to_async(reap_dead_processes)(60) == 1
+    assert (await connection_manager.get_stats())["websocket"]["total"] == 0
+    registry._next_heartbeat = 0.0
+    await registry.flush()  # our heartbeat finds the process stopped: it clears that, then writes again
+    await registry.flush()
+    assert (await ServerProcess.objects.aget(id=registry.process_id)).stopped_at is None
+    row = await Connection.objects.aget(id=connection_id)
+    assert row.closed_at is None and row.close_code is None
+    stats = await connection_manager.get_stats()
+    assert stats["websocket"]["total"] == 1 and stats["channels"] == {"total": 1, "subscriptions": 1}
+    await communicator.disconnect()
+
+
+async def test_healthz_reports_a_registry_that_cannot_flush(connect, realtime, client):
+    from channels.db import database_sync_to_async
+    from django.db import connection as db
+
+    from streaming.runtime import get_runtime
+
+    realtime(registry_flush_interval=0.1)
+    communicator = await connect()
+    registry = get_runtime().registry
+    await registry.flush()
+
+    def break_table() -> None:
+        with db.cursor() as cursor:
+            cursor.execute("ALTER TABLE streaming_serverprocess RENAME TO streaming_serverprocess_away")
+
+    def mend_table() -> None:
+        with db.cursor() as cursor:
+            cursor.execute("ALTER TABLE streaming_serverprocess_away RENAME TO streaming_serverprocess")
+
+    await database_sync_to_async(break_table)()
+    try:
+        await request(communicator, "subscribe", {"channel": "x"})
+        deadline = time.monotonic() + 5
+        while registry.health() is None:
+            assert time.monotonic() < deadline, "the failing registry was never reported"
+            await asyncio.sleep(0.1)
+        response = await database_sync_to_async(client.get)("/healthz")
+        assert response.status_code == 503
+        assert response.json()["checks"]["registry"].startswith("error: registry writes failing")
+    finally:
+        await database_sync_to_async(mend_table)()
+    deadline = time.monotonic() + 5
+    while registry.health() is not None:
+        assert time.monotonic() < deadline, "the registry did not recover"
+        await asyncio.sleep(0.1)
+    assert (await database_sync_to_async(client.get)("/healthz")).status_code == 200
+    await communicator.disconnect()

@@ -120,6 +120,9 @@ async def test_refusals_are_http_errors_before_any_stream(sse_server):
         assert bad_position.status_code == 400
         post = await http.post(sse_server.http + "/sse/connect")
         assert post.status_code == 400
+        for query in ("channel=" + "a" * 100 + "%0A", "channel=news%0A", "channels=news%0A,b"):
+            newline = await http.get(sse_server.http + "/sse/connect?" + query)
+            assert newline.status_code == 400 and newline.json()["type"] == "invalid_channel", query
 
 
 async def test_max_connections_gives_503_with_retry_after(sse_server):

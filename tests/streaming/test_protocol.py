@@ -1,0 +1,37 @@
+"""Wire-format validation: names, ids and types are matched in full (no `$`-before-newline)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streaming import protocol
+from streaming.errors import InvalidChannel, InvalidMessage
+
+
+@pytest.mark.parametrize("name", ["a" * 100 + "\n", "news\n", "news\r", "\nnews", "a" * 101, "", "-news", "news "])
+def test_validate_channel_refuses_names_that_do_not_match_in_full(name):
+    with pytest.raises(InvalidChannel):
+        protocol.validate_channel(name)
+
+
+@pytest.mark.parametrize("name", ["a" * 100, "news", "user:42", "chat.room-1@x"])
+def test_validate_channel_accepts_valid_names(name):
+    assert protocol.validate_channel(name) == name
+
+
+@pytest.mark.parametrize("user_id", ["alice\n", "a" * 65, "", "a\x00b"])
+def test_validate_user_id_refuses_ids_that_do_not_match_in_full(user_id):
+    with pytest.raises(InvalidMessage):
+        protocol.validate_user_id(user_id)
+
+
+@pytest.mark.parametrize("type_", ["notification\n", "error\n", "text\n", "a" * 65, "stream-open\n"])
+def test_message_type_field_refuses_types_that_do_not_match_in_full(type_):
+    with pytest.raises(InvalidMessage) as refused:
+        protocol.parse_frame({"action": "send_to_channel", "data": {"channel": "c", "content": 1, "type": type_}})
+    assert "type" in refused.value.fields
+
+
+@pytest.mark.parametrize("type_", ["connected", "stream-open", "stream-reset", "stream-error", "notification"])
+def test_types_the_server_emits_are_reserved(type_):
+    assert type_ in protocol.RESERVED_TYPES
