@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
 from streaming.api.serializers import BODY_ERRORS
@@ -20,15 +23,37 @@ AccessTokenOnly = inline_serializer("AccessToken", {"access": serializers.CharFi
 TokenValid = inline_serializer("TokenValid", {})
 
 
+def _stamp_user_claims(token: Any, user: Any) -> Any:
+    """The claims our identities read (`name`, `role`), from the user as they are now."""
+    token["name"] = user.get_username()
+    token["role"] = ADMIN_ROLE if user.is_staff else "user"
+    return token
+
+
 class StreamingTokenObtainPairSerializer(TokenObtainPairSerializer):
     """Username/password → a token pair whose claims name the user and their role."""
 
     @classmethod
     def get_token(cls, user: Any) -> Any:
-        token = super().get_token(user)
-        token["name"] = user.get_username()
-        token["role"] = ADMIN_ROLE if user.is_staff else "user"
-        return token
+        return _stamp_user_claims(super().get_token(user), user)
+
+
+class StreamingTokenRefreshSerializer(TokenRefreshSerializer):
+    """A refresh token → an access token whose claims are read again from the user.
+
+    simplejwt copies the refresh token's claims into the new access token: a user demoted from
+    staff kept `role: admin` for the refresh token's whole lifetime, and a deleted user's refresh
+    raised DoesNotExist (HTTP 500). Here the user must still exist and be active (401 otherwise),
+    and `name`/`role` are theirs at the time of the refresh.
+    """
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        refresh = self.token_class(attrs["refresh"])
+        user_id = refresh.payload.get(api_settings.USER_ID_CLAIM)
+        user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first() if user_id else None
+        if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
+            raise AuthenticationFailed("No active account found for the given token.", "no_active_account")
+        return {"access": str(_stamp_user_claims(refresh.access_token, user))}
 
 
 @extend_schema_view(post=extend_schema(responses={200: TokenPair, **TOKEN_ERRORS}))
@@ -44,6 +69,7 @@ class TokenObtainView(TokenObtainPairView):
 class TokenRefreshPublicView(TokenRefreshView):
     """POST a refresh token; get a new access token."""
 
+    serializer_class = StreamingTokenRefreshSerializer
     permission_classes = [AllowAny]
     authentication_classes: list = []
 

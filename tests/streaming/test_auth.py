@@ -847,6 +847,32 @@ def test_token_endpoints_work_with_a_django_user(client, realtime, django_user_m
     assert client.get("/ws/stats", HTTP_AUTHORIZATION=f"Bearer {pair['access']}").status_code == 200
 
 
+def test_token_verify_error_is_a_sentence_not_a_repr(client):
+    refused = client.post("/api/token/verify/", {"token": "garbage"}, content_type="application/json")
+    assert refused.status_code == 401
+    body = refused.json()
+    assert body == {"type": "unauthenticated", "error": "Token is invalid"}, body
+
+
+def test_refresh_reads_the_role_from_the_user_as_they_are_now(client, django_user_model):
+    staff = django_user_model.objects.create_user("ivan", password="pw-12345678", is_staff=True)
+    pair = client.post(
+        "/api/token/", {"username": "ivan", "password": "pw-12345678"}, content_type="application/json"
+    ).json()
+    staff.is_staff = False
+    staff.save()
+    refreshed = client.post("/api/token/refresh/", {"refresh": pair["refresh"]}, content_type="application/json")
+    assert refreshed.status_code == 200
+    assert jwt.decode(refreshed.json()["access"], SIGNING_KEY, algorithms=["HS256"])["role"] == "user"
+    staff.is_active = False
+    staff.save()
+    inactive = client.post("/api/token/refresh/", {"refresh": pair["refresh"]}, content_type="application/json")
+    assert inactive.status_code == 401 and inactive.json()["type"] == "unauthenticated"
+    staff.delete()
+    deleted = client.post("/api/token/refresh/", {"refresh": pair["refresh"]}, content_type="application/json")
+    assert deleted.status_code == 401 and deleted.json()["type"] == "unauthenticated"
+
+
 async def test_obtained_access_token_works_on_ws(ws_app, client, django_user_model):
     staff = await sync_to_async(django_user_model.objects.create_user)("ivan", password="pw-12345678", is_staff=True)
     obtained = await sync_to_async(client.post)(
