@@ -379,11 +379,7 @@ class StreamConsumer(AsyncConsumer):
         if channel in self.implicit_channels:
             raise Forbidden("The broadcast and personal channels cannot be left.")
         if channel in self.channels:
-            self.channels.discard(channel)
-            self._floors.pop(channel, None)
-            self.runtime.hub.leave(channel, self)
-            self.runtime.registry.channels_changed(self)
-            self._announce_presence(channel, "leave")
+            self._leave(channel)
         self.send_frame(protocol.reply("unsubscribed", {"channel": channel}, request_id))
 
     async def action_send_to_channel(self, data: dict, request_id: Any) -> None:
@@ -462,6 +458,19 @@ class StreamConsumer(AsyncConsumer):
             raise Forbidden("The new token is for another user.")
         self.identity = identity
         self.send_frame(protocol.reply("refreshed", {"expires_at": identity.expires_at}, request_id))
+        for channel in sorted(self.channels):
+            try:
+                authorize_subscribe(identity, channel)
+            except Forbidden as refused:  # the new token no longer grants it
+                self._leave(channel)
+                self.send_frame(protocol.reply("unsubscribed", {"channel": channel, "reason": refused.detail}))
+
+    def _leave(self, channel: str) -> None:
+        self.channels.discard(channel)
+        self._floors.pop(channel, None)
+        self.runtime.hub.leave(channel, self)
+        self.runtime.registry.channels_changed(self)
+        self._announce_presence(channel, "leave")
 
     # -- presence ----------------------------------------------------------------------------
 

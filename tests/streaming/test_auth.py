@@ -915,6 +915,25 @@ async def test_refresh_keeps_connection_open_past_expiry_and_expiry_closes_4401(
     await kept.disconnect()
 
 
+async def test_refresh_leaves_channels_the_new_token_does_not_grant(connect, ws_app):
+    from streaming import services
+
+    communicator = await connect(f"token={token_for('u1', channels=['private-a', 'private-b'])}")
+    for channel in ("private-a", "private-b", "public"):
+        assert (await request(communicator, "subscribe", {"channel": channel}))["type"] == "subscribed"
+    reply = await request(communicator, "refresh", {"token": token_for("u1", channels=["private-a"])}, "f")
+    assert reply["type"] == "refreshed"
+    left = await communicator.receive_json_from(timeout=3)
+    assert left["type"] == "unsubscribed" and left["content"]["channel"] == "private-b"
+    assert "private-b" in left["content"]["reason"]
+    for channel in ("private-a", "private-b", "public"):
+        await services.apublish_to_channel(channel=channel, content=channel)
+    received = [(await communicator.receive_json_from(timeout=3))["content"] for _ in range(2)]
+    assert received == ["private-a", "public"]
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+
+
 async def test_refresh_needs_a_token_connection(connect):
     anonymous = await connect()
     reply = await request(anonymous, "refresh", {"token": token_for("u1")})
