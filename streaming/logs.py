@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from daphne.access import AccessLogGenerator
 
 REDACTED = "[redacted]"
 
+# Query parameters and form fields that carry credentials, by their decoded name: the server
+# reads `?api%5Fkey=` as `api_key`, so the log must too.
+SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "apikey", "key", "password", "refresh", "lasteventid"})
+
+
+def _redact_parameter(match: re.Match) -> str:
+    name = match.group(1)
+    if unquote_plus(name).lower() in SECRET_PARAMETERS:
+        return f"{name}={REDACTED}"
+    return match.group(0)
+
+
 _PATTERNS = [
-    # query parameters and form fields carrying credentials
-    (re.compile(r"(?i)\b(token|access_token|api_key|apikey|key|password|refresh|lastEventId)=([^&\s\"']+)"),
-     lambda m: f"{m.group(1)}={REDACTED}"),
+    (re.compile(r"(?<![A-Za-z0-9%_.~-])([A-Za-z0-9%_.~+-]+)=([^&\s\"']+)"), _redact_parameter),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), lambda m: f"{m.group(1)} {REDACTED}"),
     (re.compile(r"(?i)(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',]+"), lambda m: f"{m.group(1)}{REDACTED}"),
     # anything that looks like a JWT

@@ -43,6 +43,10 @@ def marker_token(user_id: str = "marker-user") -> str:
         '{{"X-API-Key": "{secret}"}}',
         "refresh={secret}",
         "password={secret}",
+        "GET /ws/connect?api%5Fkey={secret} HTTP/1.1",
+        "GET /ws/connect?%74oken={secret}&a=b",
+        "GET /sse/connect?channels=a&%54OKEN={secret}",
+        "GET /sse/connect?last%45ventId={secret}",
     ],
 )
 def test_redact_removes_credentials(template):
