@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from streaming import services
 from streaming.errors import StreamingError
@@ -88,4 +90,9 @@ class ChannelMessageAdmin(ReadOnlyAdmin):
     search_fields = ["=channel__name", "=message_id"]
     show_full_result_count = False
     ordering = ["-id"]
-    readonly_fields = ["channel", "offset", "message_id", "type", "content", "sender", "timestamp", "created_at"]
+    readonly_fields = fields = ["channel", "offset", "message_id", "type", "envelope_json", "created_at"]
+
+    @admin.display(description="envelope")
+    def envelope_json(self, message: ChannelMessage) -> str:
+        """The stored envelope, indented for reading."""
+        return format_html("<pre>{}</pre>", orjson.dumps(message.envelope(), option=orjson.OPT_INDENT_2).decode())

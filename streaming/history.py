@@ -7,6 +7,7 @@ Synchronous (ORM); async callers go through `database_sync_to_async`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,34 +31,30 @@ class Recovery:
     has_more: bool = False
 
 
-def history_append(*, channel: str, envelope: dict[str, Any]) -> int:
-    """Store an envelope at the next offset of its channel and return that offset.
+def history_append(*, channel: str, envelope: dict[str, Any], encode: Callable[[dict[str, Any]], str]) -> str:
+    """Store an envelope at the next offset of its channel; returns its text, encoded by `encode`
+    once the offset is set (the one encoding of the publish, stored and delivered as it is).
 
     Must run inside a transaction: the UPDATE of the channel head row locks it until commit, so
     concurrent publishers get consecutive offsets, and a rollback gives the offset back.
     """
-    if not Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1):
+    now = timezone.now()
+    if not Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1, updated_at=now):
         try:
             with transaction.atomic():
-                Channel.objects.create(name=channel, last_offset=1)
+                Channel.objects.create(name=channel, last_offset=1, updated_at=now)
         except IntegrityError:  # another publisher created it first; take the next one
-            Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1)
+            Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1, updated_at=now)
     offset = Channel.objects.filter(name=channel).values_list("last_offset", flat=True).get()
     envelope["offset"] = offset
+    text = encode(envelope)
     ChannelMessage.objects.create(
-        channel_id=channel,
-        offset=offset,
-        message_id=envelope["id"],
-        type=envelope["type"],
-        content=envelope["content"],
-        sender=envelope["sender"],
-        timestamp=envelope["timestamp"],
-        created_at=timezone.now(),
+        channel_id=channel, offset=offset, message_id=envelope["id"], type=envelope["type"], text=text, created_at=now
     )
     keep = settings.REALTIME.channel_history_size
     if offset > keep:
         ChannelMessage.objects.filter(channel_id=channel, offset__lte=offset - keep).delete()
-    return offset
+    return text
 
 
 def history_head(channel: str) -> int:

@@ -17,7 +17,9 @@ REDACTED = "[redacted]"
 
 # Query parameters and form fields that carry credentials, by their decoded name: the server
 # reads `?api%5Fkey=` as `api_key`, so the log must too.
-SECRET_PARAMETERS = frozenset({"token", "access_token", "api_key", "apikey", "key", "password", "refresh", "lasteventid"})
+SECRET_PARAMETERS = frozenset(
+    {"token", "access_token", "api_key", "apikey", "key", "password", "refresh", "lasteventid"}
+)
 
 
 def _redact_parameter(match: re.Match) -> str:

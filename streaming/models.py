@@ -57,10 +57,6 @@ class Connection(models.Model):
     def __str__(self) -> str:
         return f"{self.transport}:{self.id}"
 
-    @property
-    def is_open(self) -> bool:
-        return self.closed_at is None
-
 
 class Subscription(models.Model):
     """An explicit channel subscription of an open connection (implicit channels are not rows)."""
@@ -81,21 +77,25 @@ class Channel(models.Model):
     name = models.CharField(primary_key=True, max_length=100)
     last_offset = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(null=True, db_index=True, help_text="When the last message was persisted.")
 
     def __str__(self) -> str:
         return self.name
 
 
 class ChannelMessage(models.Model):
-    """A persisted message in its channel's history, at its channel offset."""
+    """A persisted message in its channel's history, at its channel offset.
+
+    The envelope is kept as the JSON text that was delivered (encoded once by the publish path):
+    replays send it as it is, and any JSON value is stored faithfully (a `\u0000` escape too,
+    which PostgreSQL's jsonb refuses).
+    """
 
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="messages", db_column="channel_name")
     offset = models.BigIntegerField()
     message_id = models.CharField(max_length=protocol.MESSAGE_ID_MAX)
     type = models.CharField(max_length=64)
-    content = models.JSONField(null=True)
-    sender = models.JSONField(null=True, blank=True)
-    timestamp = models.CharField(max_length=40, help_text="The envelope timestamp (ISO-8601).")
+    text = models.TextField(help_text="The envelope as delivered (JSON).")
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -106,13 +106,5 @@ class ChannelMessage(models.Model):
         return f"{self.channel_id}#{self.offset}"
 
     def envelope(self) -> dict:
-        """The message as delivered (SPEC §5 envelope)."""
-        return protocol.envelope(
-            id=self.message_id,
-            type=self.type,
-            channel=self.channel_id,
-            content=self.content,
-            sender=self.sender,
-            offset=self.offset,
-            timestamp=self.timestamp,
-        )
+        """The message as delivered (the envelope of the README's "WebSocket protocol")."""
+        return protocol.decode(self.text)

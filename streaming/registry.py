@@ -136,10 +136,11 @@ class ConnectionRegistry:
             "id": connection.connection_id,
             "transport": connection.transport,
             "user_id": identity.user_id,
-            "user_name": (identity.name or "")[:150],
+            # Free text from a token claim and a header: what a text column cannot hold is dropped.
+            "user_name": (identity.name or "").replace("\x00", "")[:150],
             "auth": identity.kind,
             "ip": connection.ip,
-            "user_agent": connection.user_agent[:512],
+            "user_agent": connection.user_agent.replace("\x00", "")[:512],
             "connected_at": _dt(connection.connected_at),
             "last_seen": _dt(connection.last_seen),
         }

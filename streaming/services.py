@@ -89,8 +89,7 @@ def _encode_checked(envelope: dict[str, Any]) -> str:
 def _persist(channel: str, envelope: dict[str, Any]) -> Outgoing:
     """Store the envelope in its channel's history and encode it (rolls back if too large)."""
     with transaction.atomic():
-        history_append(channel=channel, envelope=envelope)
-        return Outgoing(channel, _encode_checked(envelope), envelope)
+        return Outgoing(channel, history_append(channel=channel, envelope=envelope, encode=_encode_checked), envelope)
 
 
 def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -146,10 +147,11 @@ class ConnectionListView(APIView):
                 protocol.error_body("invalid_message", "transport is ws or sse.", {"transport": "invalid"}),
                 status=400,
             )
+        user_id, channel = request.query_params.get("user_id") or None, request.query_params.get("channel") or None
         connections = selectors.connection_list(
             transport=transport or None,
-            user_id=request.query_params.get("user_id") or None,
-            channel=request.query_params.get("channel") or None,
+            user_id=protocol.validate_user_id(user_id) if user_id else None,
+            channel=protocol.validate_channel(channel) if channel else None,
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(connections, request, view=self)
@@ -160,16 +162,16 @@ class ConnectionDetailView(APIView):
     """One live connection; DELETE closes it (WS close 4409, SSE stream ends)."""
 
     @extend_schema(responses={200: s.ConnectionSerializer, **COMMON_ERRORS, 404: s.ErrorSerializer})
-    def get(self, request: Request, connection_id: str) -> Response:
+    def get(self, request: Request, connection_id: uuid.UUID) -> Response:
         flush_local_registry()
-        connection = selectors.connection_list().filter(id=connection_id).first()
+        connection = selectors.connection_list().filter(id=str(connection_id)).first()
         if connection is None:
             return Response(protocol.error_body("not_found", "No open connection with this id."), status=404)
         return Response(s.ConnectionSerializer(connection).data)
 
     @extend_schema(responses={204: None, **COMMON_ERRORS, 404: s.ErrorSerializer})
-    def delete(self, request: Request, connection_id: str) -> Response:
-        services.connection_close(connection_id)
+    def delete(self, request: Request, connection_id: uuid.UUID) -> Response:
+        services.connection_close(str(connection_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

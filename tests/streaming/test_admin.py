@@ -89,9 +89,7 @@ def _history_and_connections() -> None:
                 offset=n // 50 + 1,
                 message_id=f"m{n}",
                 type="message",
-                content={"n": n},
-                sender=None,
-                timestamp="2024-01-01T00:00:00Z",
+                text=f'{{"id": "m{n}", "content": {{"n": {n}}}}}',
                 created_at=now,
             )
             for n in range(HISTORY_ROWS)
@@ -145,13 +143,13 @@ def test_channel_history_is_read_only(admin_client):
         offset=1,
         message_id="m1",
         type="message",
-        content="x",
-        timestamp="t",
+        text='{"id": "m1", "type": "message", "content": "x <b>"}',
         created_at=timezone.now(),
     )
     assert admin_client.get("/admin/streaming/channelmessage/add/").status_code == 403
     page = admin_client.get(f"/admin/streaming/channelmessage/{message.pk}/change/")
     assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert b"&quot;content&quot;: &quot;x &lt;b&gt;&quot;" in page.content  # the stored envelope, escaped
     response = admin_client.post(f"/admin/streaming/channelmessage/{message.pk}/change/", {"type": "changed"})
     assert response.status_code == 403
     assert ChannelMessage.objects.get(pk=message.pk).type == "message"

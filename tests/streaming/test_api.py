@@ -239,20 +239,28 @@ def test_stats_and_connection_list_count_live_processes_only(client):
 
 
 def test_delete_unknown_connection_is_404(client):
-    response = client.delete("/ws/connections/nope")
-    assert response.status_code == 404
-    assert response.json()["type"] == "not_found"
+    for unknown in ("00000000-0000-4000-8000-000000000000", "nope", "a%00b"):
+        response = client.delete(f"/ws/connections/{unknown}")
+        assert response.status_code == 404, unknown
+        assert response.json()["type"] == "not_found"
+
+
+@pytest.mark.parametrize("query", ["user_id=a%00b", "channel=a%00b", "channel=news%0A", "user_id=" + "u" * 65])
+def test_connection_list_filters_are_validated(client, query):
+    response = client.get("/ws/connections?" + query)
+    assert response.status_code == 400, response.content
+    assert response.json()["type"] in ("invalid_message", "invalid_channel")
 
 
 def test_delete_connection_of_another_process_sends_close_command(client, bus):
     process = _process("other")
-    _connection("c-remote", process)
-    response = client.delete("/ws/connections/c-remote")
+    _connection("00000000-0000-4000-8000-00000000e111", process)
+    response = client.delete("/ws/connections/00000000-0000-4000-8000-00000000e111")
     assert response.status_code == 204
     (command,) = bus.sent["bus.other"]
     assert command == {
         "type": "hub.close",
-        "connection_id": "c-remote",
+        "connection_id": "00000000-0000-4000-8000-00000000e111",
         "code": 4409,
         "reason": "closed by an administrator",
     }

@@ -785,7 +785,7 @@ ADMIN_ENDPOINTS = [
     ("post", "/sse/notification", {"title": "t", "content": "c", "type": "info"}, 202),
     ("get", "/ws/stats", None, 200),
     ("get", "/ws/connections", None, 200),
-    ("delete", "/ws/connections/unknown-id", None, 404),
+    ("delete", "/ws/connections/00000000-0000-4000-8000-000000000000", None, 404),
 ]
 
 

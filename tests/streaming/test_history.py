@@ -8,7 +8,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from streaming import services
+from streaming import protocol, services
 from streaming.history import history_append, history_expire, history_head, history_read
 from streaming.models import Channel, ChannelMessage
 
@@ -38,14 +38,15 @@ def test_history_append_gives_consecutive_offsets_per_channel():
     assert offsets("alpha") == [1, 2, 3, 4] and offsets("beta") == [1, 2]
     assert history_head("alpha") == 4 and history_head("beta") == 2 and history_head("never") == 0
     row = ChannelMessage.objects.get(channel_id="alpha", offset=4)
-    assert row.message_id == published[-1].id and row.content == {"n": 3} and row.type == "message"
+    assert row.message_id == published[-1].id and row.envelope()["content"] == {"n": 3} and row.type == "message"
 
 
 def test_history_append_rolled_back_gives_its_offset_back():
     publish("rollback", 2)
     envelope = services.build_envelope(channel="rollback", content="lost")
     with pytest.raises(RuntimeError), transaction.atomic():
-        assert history_append(channel="rollback", envelope=envelope) == 3
+        history_append(channel="rollback", envelope=envelope, encode=protocol.encode)
+        assert envelope["offset"] == 3
         raise RuntimeError("the publisher's transaction fails")
     assert history_head("rollback") == 2
     (again,) = publish("rollback", 1, start=2)
@@ -73,6 +74,13 @@ def test_persisted_envelope_matches_what_history_returns():
     assert stored["type"] == "news_update" and stored["channel"] == "same" and stored["content"] == {"k": "v"}
     assert stored["sender"] == {"user_id": "u", "connection_id": "c"}
     assert stored["timestamp"].endswith("Z")
+
+
+def test_persisted_content_is_stored_faithfully_nul_included():
+    content = {"text": "a\x00b", "k\x00": ["\x00"]}
+    published = services.publish_to_channel(channel="nul", content=content, persist=True)
+    (stored,) = history_read("nul").messages
+    assert stored["id"] == published.id and stored["content"] == content
 
 
 def test_history_size_trims_the_oldest_messages(realtime):
