@@ -91,9 +91,12 @@ class Authenticator:
         """Verify an access token (signature, algorithm, expiry, type) and return its identity."""
         try:
             token = AccessToken(raw)
+            expires_at = float(token.payload["exp"]) if "exp" in token.payload else None
         except TokenError as error:
             reason = error.args[0] if error.args else "rejected"
             raise Unauthenticated(f"Invalid token: {reason}.") from None
+        except (OverflowError, ValueError, OSError, TypeError):  # e.g. `exp: 1e300`: no datetime holds it
+            raise Unauthenticated("Invalid token: its time claims are out of range.") from None
         claims = dict(token.payload)
         user_id = claims.get("sub")
         if isinstance(user_id, int) and not isinstance(user_id, bool):
@@ -108,7 +111,7 @@ class Authenticator:
             name=_text_claim(claims.get("name")),
             role=_text_claim(claims.get("role")),
             channels=_channels_claim(claims.get("channels")),
-            expires_at=float(claims["exp"]) if "exp" in claims else None,
+            expires_at=expires_at,
             claims=claims,
         )
 

@@ -91,6 +91,8 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
     "bad_sub": lambda: jwt.encode(claims(sub="a b/c"), SIGNING_KEY, algorithm="HS256"),
     "no_jti": lambda: jwt.encode(claims(jti=None), SIGNING_KEY, algorithm="HS256"),
     "no_exp": lambda: jwt.encode(claims(exp=None), SIGNING_KEY, algorithm="HS256"),
+    "huge_exp": lambda: jwt.encode(claims(exp=1e300), SIGNING_KEY, algorithm="HS256"),
+    "nan_exp": lambda: jwt.encode(claims(exp=float("nan")), SIGNING_KEY, algorithm="HS256"),
 }
 
 
