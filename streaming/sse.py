@@ -144,6 +144,10 @@ def _cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
     ]
 
 
+def _stream_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
+    return STREAM_HEADERS + _cors_headers(origin)
+
+
 async def _refuse(send: Any, error: StreamingError, origin: str | None, retry_seconds: int) -> None:
     headers = [(b"content-type", b"application/json"), *_cors_headers(origin)]
     if error.status_code == 401:
@@ -174,6 +178,10 @@ class EventStreamEndpoint:
         except StreamingError as error:
             logger.info("refuse transport=sse status=%s reason=%s", error.status_code, error.detail)
             await _refuse(send, error, headers.get("origin"), retry_seconds)
+            return
+        if scope["method"] == "HEAD":  # the GET's status and headers, and no stream
+            await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(admission.origin)})
+            await send({"type": "http.response.body", "body": b""})
             return
         await SSEListener(runtime, send, admission).serve(receive)
 
@@ -208,7 +216,7 @@ class SSEListener:
 
     async def serve(self, receive: Any) -> None:
         """Run the stream until the client goes away or the server ends it."""
-        headers = STREAM_HEADERS + _cors_headers(self.admission.origin)
+        headers = _stream_headers(self.admission.origin)
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
         self.runtime.registry.register(self)
         writer = asyncio.create_task(self._write_loop())

@@ -237,3 +237,14 @@ async def test_sse_disabled_unmounts_the_endpoint(live_server_factory):
     server = live_server_factory(SSE_ENABLED="false")
     async with httpx.AsyncClient() as http:
         assert (await http.get(server.http + "/sse/connect")).status_code == 404
+
+
+async def test_head_answers_the_stream_headers_without_a_stream(sse_server):
+    async with httpx.AsyncClient() as http:
+        head = await http.head(sse_server.http + "/sse/connect?channels=news", timeout=3)
+        assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+        assert head.content == b""
+        refused = await http.head(sse_server.http + "/sse/connect?channels=private-x", timeout=3)
+        assert refused.status_code == 403
+        stats = (await http.get(sse_server.http + "/ws/stats")).json()
+        assert stats["sse"]["total"] == 0
