@@ -44,8 +44,8 @@ class Config:
     django_secret_key: str = field(repr=False)
     django_debug: bool
     django_allowed_hosts: tuple[str, ...]
-    database_url: str
-    redis_url: str
+    database_url: str = field(repr=False)  # may hold a password
+    redis_url: str = field(repr=False)
     log_level: str
 
     websocket_enabled: bool

@@ -188,6 +188,9 @@ SIMPLE_JWT = {
 EVENTSTREAM_STORAGE_CLASS = "streaming.eventstream.HistoryStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "streaming.eventstream.ChannelPermissions"
 
+# The debug page (DJANGO_DEBUG=true) shows settings: never the passwords inside URLs.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "streaming.logs.RedactingExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

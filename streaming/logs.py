@@ -7,11 +7,14 @@ handler of the project and daphne's access log pass lines through `redact()`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from typing import Any
 from urllib.parse import unquote_plus
 
 from daphne.access import AccessLogGenerator
+from django.views.debug import SafeExceptionReporterFilter
 
 REDACTED = "[redacted]"
 
@@ -36,6 +39,14 @@ _PATTERNS = [
     # anything that looks like a JWT
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), lambda m: REDACTED),
 ]  # fmt: skip
+
+
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)")
+
+
+def redact_url_passwords(text: str) -> str:
+    """`postgres://user:secret@host/db` → `postgres://user:[redacted]@host/db`."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
 
 
 def redact(text: str) -> str:
@@ -63,3 +74,14 @@ class RedactingAccessLog(AccessLogGenerator):
 
     def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
         super().write_entry(host, date, redact(request), status, length, ident, user)
+
+
+class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's debug-page filter, also hiding passwords inside URLs (DATABASE_URL, REDIS_URL,
+    the channel layer's hosts) and reading the typed settings object field by field."""
+
+    def cleanse_setting(self, key: Any, value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {item.name: getattr(value, item.name) for item in dataclasses.fields(value)}
+        cleansed = super().cleanse_setting(key, value)
+        return redact_url_passwords(cleansed) if isinstance(cleansed, str) else cleansed

@@ -211,3 +211,35 @@ def test_server_entry_point_installs_the_redacting_access_log(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["server", "-p", "1"])
     server.main()
     assert seen == {"access_log": RedactingAccessLog, "argv": ["-p", "1"]}
+
+
+_URL_PASSWORDS: list[str] = []
+
+
+def _settings_with_passwords_in_urls(settings) -> None:
+    """Secrets that appear nowhere in the failing frame's source or locals, only in settings."""
+    import dataclasses
+
+    db_password, redis_password = "db-" + uuid.uuid4().hex, "redis-" + uuid.uuid4().hex
+    settings.REALTIME = dataclasses.replace(
+        settings.REALTIME,
+        database_url=f"postgres://app:{db_password}@db:5432/app",
+        redis_url=f"redis://:{redis_password}@cache:6379/0",
+    )
+    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": [f"redis://:{redis_password}@cache:6379/0"]}}}
+    _URL_PASSWORDS[:] = [db_password, redis_password]
+
+
+def test_debug_error_page_hides_passwords_in_urls(settings, rf):
+    import sys
+
+    from django.views.debug import technical_500_response
+
+    settings.DEBUG = True
+    _settings_with_passwords_in_urls(settings)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        page = technical_500_response(rf.get("/x"), *sys.exc_info()).content.decode()
+    assert "boom" in page and "postgres://app:" in page and "cache:6379" in page
+    assert all(password not in page for password in _URL_PASSWORDS)
