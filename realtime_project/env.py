@@ -75,11 +75,15 @@ class Config:
     allowed_ips: tuple[Network, ...]
     trusted_proxies: tuple[Network, ...]
     max_subscriptions_per_connection: int
+    max_connections_per_user: int
+    max_connections_per_ip: int
     client_rate_limit: float
     client_rate_burst: int
     client_publish_enabled: bool
     channel_history_size: int
     channel_history_ttl: int
+    history_page_max_bytes: int
+    closed_connection_retention: int
     registry_flush_interval: float
     reliability_echo_route: bool = False  # test-only `/ws/echo` for conformance runs
 
@@ -227,11 +231,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         allowed_ips=env.networks("ALLOWED_IPS"),
         trusted_proxies=env.networks("TRUSTED_PROXIES"),
         max_subscriptions_per_connection=env.integer("MAX_SUBSCRIPTIONS_PER_CONNECTION", 100, minimum=1),
+        max_connections_per_user=env.integer("MAX_CONNECTIONS_PER_USER", 100, minimum=0),
+        max_connections_per_ip=env.integer("MAX_CONNECTIONS_PER_IP", 250, minimum=0),
         client_rate_limit=rate,
         client_rate_burst=env.integer("CLIENT_RATE_BURST", max(1, int(rate * 2)), minimum=1),
         client_publish_enabled=env.boolean("CLIENT_PUBLISH_ENABLED", True),
         channel_history_size=env.integer("CHANNEL_HISTORY_SIZE", 100, minimum=0),
         channel_history_ttl=env.integer("CHANNEL_HISTORY_TTL", 86400, minimum=1),
+        history_page_max_bytes=env.integer("HISTORY_PAGE_MAX_BYTES", 1048576, minimum=1024),
+        closed_connection_retention=env.integer("CLOSED_CONNECTION_RETENTION", 86400, minimum=0),
         registry_flush_interval=env.number("REGISTRY_FLUSH_INTERVAL", 1.0, strict=True),
         reliability_echo_route=env.boolean("RELIABILITY_ECHO_ROUTE", False),
     )

@@ -41,7 +41,6 @@ from streaming.errors import (
     Unavailable,
 )
 from streaming.history import history_read
-from streaming.limits import TokenBucket
 from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
@@ -140,6 +139,9 @@ class StreamConsumer(AsyncConsumer):
             return CloseCode.UNAUTHENTICATED, "authentication required"
         if self.runtime.registry.count("ws") >= config.websocket_max_connections:
             return CloseCode.TRY_AGAIN_LATER, "max connections reached"
+        crowded = self.runtime.registry.refusal(self.identity, self.ip)
+        if crowded is not None:
+            return CloseCode.SLOW_CONSUMER, crowded
         return None
 
     async def _refuse(self, code: int, reason: str) -> None:
@@ -160,7 +162,13 @@ class StreamConsumer(AsyncConsumer):
         if self.identity.personal_channel:
             self.implicit_channels.append(self.identity.personal_channel)
         self.outbox = Outbox(config.websocket_message_queue_size)
-        self.bucket = TokenBucket(config.client_rate_limit, config.client_rate_burst)
+        # One bucket per client (user, else address), shared by all its connections of this process.
+        self._client_key = (
+            f"user:{self.identity.user_id}" if self.identity.user_id else f"ip:{self.ip or self.connection_id}"
+        )
+        self.bucket = self.runtime.registry.clients.bucket(
+            self._client_key, config.client_rate_limit, config.client_rate_burst
+        )
         self._replaying: dict[str, list[tuple[int | None, str]]] = {}
         self._floors: dict[str, int] = {}
         self.runtime.registry.register(self)
@@ -182,6 +190,7 @@ class StreamConsumer(AsyncConsumer):
         for channel in (*self.implicit_channels, *self.channels):
             hub.leave(channel, self)
         self.runtime.registry.unregister(self, int(self.close_code or CloseCode.NORMAL))
+        self.runtime.registry.clients.release(self._client_key)
         self.writer.cancel()
         for channel in self.channels:
             self._announce_presence(channel, "leave")

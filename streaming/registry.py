@@ -27,6 +27,8 @@ from django.utils import timezone
 
 from streaming import metrics
 from streaming.auth import Identity
+from streaming.history import history_expire
+from streaming.limits import ClientLimits
 from streaming.models import Connection, ServerProcess, Subscription
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class ConnectionRegistry:
         self.bus_channel = bus_channel
         self.started_at = time.time()
         self.connections: dict[str, LiveConnection] = {}
+        self.clients = ClientLimits()
         self._counts: dict[str, int] = {"ws": 0, "sse": 0}
         self._pending = _Pending()
         self._seen_flushed: dict[str, float] = {}
@@ -100,8 +103,16 @@ class ConnectionRegistry:
     def count(self, transport: str) -> int:
         return self._counts.get(transport, 0)
 
+    def refusal(self, identity: Identity, ip: str | None) -> str | None:
+        """Why this process refuses one more connection of this client (per-user/per-IP limits)."""
+        config = self.config
+        return self.clients.refusal(
+            identity.user_id, ip, config.max_connections_per_user, config.max_connections_per_ip
+        )
+
     def register(self, connection: LiveConnection) -> None:
         self.connections[connection.connection_id] = connection
+        self.clients.opened(connection.identity.user_id, connection.ip)
         self._counts[connection.transport] = self._counts.get(connection.transport, 0) + 1
         self._pending.opened[connection.connection_id] = self._row(connection)
         if connection.channels:
@@ -110,6 +121,7 @@ class ConnectionRegistry:
     def unregister(self, connection: LiveConnection, code: int) -> None:
         if self.connections.pop(connection.connection_id, None) is None:
             return
+        self.clients.closed(connection.identity.user_id, connection.ip)
         self._counts[connection.transport] -= 1
         metrics.record_disconnect(code)
         self._pending.closed[connection.connection_id] = (time.time(), code)
@@ -282,9 +294,8 @@ class ConnectionRegistry:
         if heartbeat:
             reap_dead_processes(self.config.liveness_window, exclude=self.process_id)
         if expire:
-            from streaming.history import history_expire
-
             history_expire()
+            prune_closed_connections(self.config.closed_connection_retention)
 
     def _write_changes(self, pending: _Pending, seen: dict[str, float]) -> None:
         if pending.opened:
@@ -421,6 +432,15 @@ def reap_dead_processes(liveness_window: float, exclude: str | None = None) -> i
         ServerProcess.objects.filter(id__in=dead_ids).update(stopped_at=now)
     logger.warning("reaped %d connections of dead processes %s", reaped, ", ".join(dead_ids))
     return reaped
+
+
+def prune_closed_connections(retention: float) -> int:
+    """Delete connection rows closed longer ago than `retention` seconds, and the rows of
+    processes stopped that long ago with no connection left (sync); returns the connections deleted."""
+    cutoff = timezone.now() - timedelta(seconds=retention)
+    _, deleted = Connection.objects.filter(closed_at__lt=cutoff).delete()
+    ServerProcess.objects.filter(stopped_at__lt=cutoff, connections__isnull=True).delete()
+    return deleted.get(Connection._meta.label, 0)
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

@@ -25,6 +25,7 @@ from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
 from streaming.errors import (
     Forbidden,
     InvalidMessage,
+    RateLimited,
     StreamingError,
     TooManySubscriptions,
     Unauthenticated,
@@ -131,6 +132,9 @@ def admit(scope: dict[str, Any], runtime: Runtime) -> Admission:
     positions = _positions(last_event_id, channels)
     if runtime.registry.count("sse") >= config.sse_max_connections:
         raise Unavailable("Too many SSE connections on this server; retry later.")
+    crowded = runtime.registry.refusal(identity, ip)
+    if crowded is not None:
+        raise RateLimited(crowded[0].upper() + crowded[1:] + ".")
     return Admission(identity, ip, headers.get("user-agent", ""), origin, channels, positions)
 
 
@@ -153,7 +157,7 @@ async def _refuse(send: Any, error: StreamingError, origin: str | None, retry_se
     if error.status_code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="sse"'))
         metrics.AUTH_FAILURES.labels("sse").inc()
-    if error.status_code == 503:
+    if error.status_code in (429, 503):
         headers.append((b"retry-after", str(retry_seconds).encode()))
     body = protocol.encode(protocol.error_body(error.code, error.detail, error.fields)).encode()
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})

@@ -199,3 +199,65 @@ async def test_short_burst_over_the_limit_does_not_close(connect, realtime, monk
     assert (await communicator.receive_json_from(timeout=3))["type"] == "pong"
     assert await communicator.receive_nothing(timeout=0.1)
     await communicator.disconnect()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per client: one budget over all of a user's connections, and connection counts
+
+
+def user_token(user_id: str) -> str:
+    from streaming.auth import authenticator
+
+    return authenticator.create_access_token({"sub": user_id})
+
+
+async def test_a_users_connections_share_one_rate_budget(connect, realtime):
+    realtime(client_rate_limit=0.5, client_rate_burst=3)
+    token = user_token("sharer")
+    first, second, stranger = await connect(f"token={token}"), await connect(f"token={token}"), await connect()
+    await flood(first, 3)
+    assert [frame["type"] for frame in await replies(first, 3)] == ["pong"] * 3
+    await flood(second, 2)
+    assert [frame["content"]["type"] for frame in await replies(second, 2)] == ["rate_limited"] * 2
+    await flood(stranger, 3)  # another client has its own budget
+    assert [frame["type"] for frame in await replies(stranger, 3)] == ["pong"] * 3
+    for communicator in (first, second, stranger):
+        await communicator.disconnect()
+
+
+async def test_connections_per_user_are_limited_per_process(connect, realtime):
+    realtime(max_connections_per_user=2)
+    token = user_token("crowd")
+    kept = [await connect(f"token={token}"), await connect(f"token={token}")]
+    refused = await connect(f"token={token}", greet=False)
+    closed = await refused.receive_output(timeout=3)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4429
+    assert "too many connections for this user" in closed["reason"]
+    other = await connect(f"token={user_token('someone-else')}")  # greeted: admitted
+    await kept[0].disconnect()
+    await asyncio.sleep(0.05)
+    again = await connect(f"token={token}")  # a slot came free
+    for communicator in (kept[1], other, again):
+        await communicator.disconnect()
+
+
+async def test_connections_per_ip_are_limited_per_process(ws_app, realtime):
+    from channels.testing import WebsocketCommunicator
+
+    realtime(max_connections_per_ip=1)
+
+    async def open_from(ip: str):
+        communicator = WebsocketCommunicator(ws_app, "/ws/connect")
+        communicator.scope["client"] = (ip, 40000)
+        assert (await communicator.connect())[0]
+        return communicator, await communicator.receive_output(timeout=3)
+
+    first, greeting = await open_from("203.0.113.7")
+    assert greeting["type"] == "websocket.send"
+    _, refused = await open_from("203.0.113.7")
+    assert refused["type"] == "websocket.close" and refused["code"] == 4429
+    assert "too many connections from this address" in refused["reason"]
+    other, other_greeting = await open_from("203.0.113.8")
+    assert other_greeting["type"] == "websocket.send"
+    await first.disconnect()
+    await other.disconnect()

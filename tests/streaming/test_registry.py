@@ -274,3 +274,20 @@ async def test_healthz_reports_a_registry_that_cannot_flush(connect, realtime, c
         await asyncio.sleep(0.1)
     assert (await database_sync_to_async(client.get)("/healthz")).status_code == 200
     await communicator.disconnect()
+
+
+@pytest.mark.django_db
+def test_closed_connections_and_stopped_processes_are_pruned_after_the_retention():
+    from streaming.registry import prune_closed_connections
+
+    now = timezone.now()
+    old = _stale_process("old", 600)
+    old.stopped_at = now - timedelta(days=3)
+    old.save()
+    Connection.objects.filter(process=old).update(closed_at=now - timedelta(days=3), close_code=1000)
+    live = _stale_process("live", 1)
+    Connection.objects.filter(id="live-0").update(closed_at=now - timedelta(minutes=5), close_code=1000)
+    assert prune_closed_connections(86400) == 3
+    assert not ServerProcess.objects.filter(id="old").exists()
+    assert set(Connection.objects.values_list("id", flat=True)) == {"live-0", "live-1", "live-2"}
+    assert ServerProcess.objects.filter(id=live.id).exists()

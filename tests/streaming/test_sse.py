@@ -248,3 +248,14 @@ async def test_head_answers_the_stream_headers_without_a_stream(sse_server):
         assert refused.status_code == 403
         stats = (await http.get(sse_server.http + "/ws/stats")).json()
         assert stats["sse"]["total"] == 0
+
+
+async def test_streams_per_address_are_limited_with_429(live_server_factory):
+    server = live_server_factory(MAX_CONNECTIONS_PER_IP="1")
+    async with SSEReader(server.http + "/sse/connect?channels=a") as first:
+        await first.until("stream-open")
+        async with httpx.AsyncClient() as http:
+            refused = await http.get(server.http + "/sse/connect?channels=a")
+        assert refused.status_code == 429 and refused.json()["type"] == "rate_limited"
+        assert "too many connections from this address" in refused.json()["error"].lower()
+        assert int(refused.headers["retry-after"]) >= 1
