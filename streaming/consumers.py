@@ -355,12 +355,17 @@ class StreamConsumer(AsyncConsumer):
                     request_id,
                 )
             )
-            for envelope in recovery.messages:
-                await self.outbox.put_paced(protocol.encode(envelope))
+            replayed = known = min(since or 0, recovery.offset)
+            while True:  # page by page: a page is bounded in bytes
+                for envelope in recovery.messages:
+                    await self.outbox.put_paced(protocol.encode(envelope))
+                    replayed = envelope["offset"]
+                if since is None or not (recovery.has_more and recovery.messages):
+                    break
+                recovery = await self.runtime.hub.history_read(channel, replayed)
             # Everything up to the floor was replayed or is known to the client; a `since` beyond
             # the head (a history that was reset) counts for nothing: live messages start at the head.
-            known = min(since or 0, recovery.offset)
-            floor = max(recovery.messages[-1]["offset"] if recovery.messages else known, known)
+            floor = max(replayed, known)
             self._floors[channel] = floor
             # Live messages that came during the replay follow it; the channel stays in replay
             # until none is left, so later ones cannot overtake them.

@@ -138,14 +138,16 @@ class Continuity:
         last = self.offsets.get(channel, 0)
         if upto <= last:
             return
-        recovery = await database_sync_to_async(history_read)(channel, last, upto - last)
-        missing = 0
-        for envelope in recovery.messages:
-            offset = envelope["offset"]
-            if last < offset <= upto:
-                missing += offset - last - 1
-                self.dispatch(replayed_message(envelope))
-                last = offset
+        missing, more = 0, True
+        while more and last < upto:  # page by page: a page is bounded in bytes
+            recovery = await database_sync_to_async(history_read)(channel, last, upto - last)
+            more = recovery.has_more and bool(recovery.messages)
+            for envelope in recovery.messages:
+                offset = envelope["offset"]
+                if last < offset <= upto:
+                    missing += offset - last - 1
+                    self.dispatch(replayed_message(envelope))
+                    last = offset
         missing += upto - last
         if missing:
             metrics.UNRECOVERABLE.inc(missing)

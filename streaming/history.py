@@ -14,7 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from streaming.models import Channel, ChannelMessage
@@ -69,10 +70,12 @@ def history_heads(channels: list[str]) -> dict[str, int]:
 
 
 def history_read(channel: str, since: int | None = None, limit: int | None = None) -> Recovery:
-    """Retained messages after `since` (all retained ones when None), oldest first.
+    """Retained messages after `since` (the newest retained ones when None), oldest first.
 
-    `recovered` is true when `since` was given and every message after it is returned or
-    follows in the next page; false when history no longer reaches back to `since + 1`.
+    A page holds at most `limit` messages and HISTORY_PAGE_MAX_BYTES of them (always at least
+    one); `has_more` says that more follow `since`. `recovered` is true when `since` was given
+    and every message after it is returned or follows in a next page; false when history no
+    longer reaches back to `since + 1`.
     """
     head = history_head(channel)
     limit = limit or settings.REALTIME.channel_history_size or 1
@@ -80,19 +83,30 @@ def history_read(channel: str, since: int | None = None, limit: int | None = Non
         # No history, or a position from a history that no longer exists (e.g. reset).
         return Recovery(channel, head, recovered=since is not None and since == head)
     rows = _retained(channel)
-    if since is not None:
-        rows = rows.filter(offset__gt=since)
-        page = list(rows[: limit + 1])
-    else:
-        # A new subscriber: the newest `limit` retained messages, oldest first.
-        page = list(reversed(rows.order_by("-offset")[: limit + 1]))
-        if len(page) > limit:
-            page = page[1:]
-            return Recovery(channel, head, [row.envelope() for row in page], False, False)
-    has_more = len(page) > limit
-    page = page[:limit]
-    recovered = since is not None and (since == head or (bool(page) and page[0].offset == since + 1))
+    if since is None:  # a new subscriber: the newest messages that fit, oldest first
+        offsets = _fitting(rows.order_by("-offset"), limit)
+        page = list(rows.filter(offset__gte=offsets[-1])) if offsets else []
+        return Recovery(channel, head, [row.envelope() for row in page], False, False)
+    offsets = _fitting(rows.filter(offset__gt=since), limit)
+    has_more = bool(offsets) and offsets[-1] < head  # retained offsets have no gaps after the oldest
+    page = list(rows.filter(offset__gt=since, offset__lte=offsets[-1])) if offsets else []
+    recovered = since == head or (bool(page) and page[0].offset == since + 1)
     return Recovery(channel, head, [row.envelope() for row in page], recovered, has_more)
+
+
+def _fitting(rows: QuerySet, count: int) -> list[int]:
+    """The offsets of the first `count` rows whose texts fit HISTORY_PAGE_MAX_BYTES (at least one).
+
+    Sizes are read without the texts, so an over-large page is never loaded: a few callers of
+    6 MB replies made every other database action of the server wait.
+    """
+    budget, offsets = settings.REALTIME.history_page_max_bytes, []
+    for offset, size in rows.values_list("offset", Length("text"))[:count]:
+        budget -= size
+        if budget < 0 and offsets:
+            break
+        offsets.append(offset)
+    return offsets
 
 
 def history_expire() -> int:

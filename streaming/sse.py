@@ -375,10 +375,14 @@ class SSEListener:
                 await self.outbox.put_paced(sse_event("stream-reset", reset, make_id(self.positions)))
             else:
                 self.positions[channel] = recovery.offset if since is None else since
-                for envelope in recovery.messages:
-                    self.positions[channel] = envelope["offset"]
-                    frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
-                    await self.outbox.put_paced(frame)
+                while True:  # page by page: a page is bounded in bytes
+                    for envelope in recovery.messages:
+                        self.positions[channel] = envelope["offset"]
+                        frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
+                        await self.outbox.put_paced(frame)
+                    if since is None or not (recovery.has_more and recovery.messages):
+                        break
+                    recovery = await self.runtime.hub.history_read(channel, self.positions[channel])
             self._floors[channel] = self.positions[channel]
             # Live messages that came during the replay follow it, before any later one.
             while replay:

@@ -406,3 +406,20 @@ async def test_clients_cannot_publish_reserved_types_through_a_newline(connect, 
     reply = await request(communicator, "send_to_channel", {"channel": "c", "content": 1, "type": type_})
     assert reply["type"] == "error" and reply["content"]["type"] in ("invalid_message", "forbidden")
     await communicator.disconnect()
+
+
+async def test_subscribe_since_replays_every_missed_message_over_several_bounded_pages(connect, realtime):
+    from streaming import services
+
+    realtime(history_page_max_bytes=2048)
+    for n in range(7):
+        await services.apublish_to_channel(channel="paged", content={"n": n, "pad": "x" * 700}, persist=True)
+    communicator = await connect()
+    reply = await request(communicator, "subscribe", {"channel": "paged", "since": 1})
+    assert reply["content"] == {"channel": "paged", "offset": 7, "recovered": True}
+    replayed = [(await communicator.receive_json_from(timeout=3))["offset"] for _ in range(6)]
+    assert replayed == [2, 3, 4, 5, 6, 7]
+    await services.apublish_to_channel(channel="paged", content={"n": 7}, persist=True)
+    assert (await communicator.receive_json_from(timeout=3))["offset"] == 8
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()

@@ -23,7 +23,7 @@ def persist(channel: str, count: int) -> list[dict]:
     for n in range(count):
         envelope = protocol.envelope(type="text", channel=channel, content=n)
         with transaction.atomic():
-            history_append(channel=channel, envelope=envelope)
+            history_append(channel=channel, envelope=envelope, encode=protocol.encode)
         envelopes.append(envelope)
     return envelopes
 
@@ -71,6 +71,17 @@ async def test_a_gap_is_filled_from_history_once_and_in_order():
     await recorder.settle()
     recorder.offer(message(envelopes[5]), message(envelopes[2]))  # the late 3 is a duplicate by now
     assert recorder.offsets == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_gap_wider_than_a_history_page_is_filled_completely(realtime):
+    realtime(history_page_max_bytes=1024)  # about four stored envelopes a page
+    envelopes = await persist("wide", 20)
+    recorder = Recorder()
+    before = unrecoverable()
+    recorder.offer(message(envelopes[0]), message(envelopes[19]))  # 2 … 19 were lost on the bus
+    await recorder.settle()
+    assert recorder.offsets == list(range(1, 21))
+    assert unrecoverable() == before
 
 
 async def test_out_of_order_arrival_is_delivered_in_order():

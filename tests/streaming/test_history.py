@@ -258,3 +258,34 @@ def test_channel_api_shows_the_newest_offset(client):
     listed = {c["name"]: c for c in client.get("/api/channels/").json()}
     assert listed["listed"]["offset"] == 3
     assert client.get("/api/channels/unknown/").json()["offset"] == 0
+
+
+def test_history_pages_are_bounded_in_bytes(realtime):
+    realtime(history_page_max_bytes=2048)
+    for n in range(6):
+        services.publish_to_channel(channel="big", content={"n": n, "pad": "x" * 700}, persist=True)
+    first = history_read("big", since=0)
+    assert contents(first) == [0, 1] and first.has_more and first.recovered
+    second = history_read("big", since=2)
+    assert contents(second) == [2, 3] and second.has_more
+    last = history_read("big", since=4)
+    assert contents(last) == [4, 5] and not last.has_more
+    newest = history_read("big")  # a new subscriber: the newest that fit
+    assert contents(newest) == [4, 5]
+    realtime(history_page_max_bytes=1024)
+    assert contents(history_read("big", since=0)) == [0]  # one message, even alone over the budget
+    assert contents(history_read("big", since=0, limit=1)) == [0]
+
+
+def test_history_api_pages_by_bytes(client, realtime):
+    realtime(history_page_max_bytes=2048)
+    for n in range(5):
+        services.publish_to_channel(channel="paged", content={"n": n, "pad": "x" * 700}, persist=True)
+    seen, since = [], 0
+    while True:
+        body = client.get(f"/api/channels/paged/history/?since={since}").json()
+        seen += [m["content"]["n"] for m in body["messages"]]
+        since = body["messages"][-1]["offset"]
+        if not body["has_more"]:
+            break
+    assert seen == [0, 1, 2, 3, 4]
