@@ -6,7 +6,6 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,13 +16,21 @@ from notifications.selectors import caller_channels, notification_list
 from notifications.services import notification_create, notification_mark_all_read, notification_mark_read
 from streaming import protocol
 from streaming.api.authentication import request_identity
+from streaming.api.pagination import StrictPageNumberPagination
 from streaming.api.permissions import IsAuthenticatedCaller
-from streaming.api.serializers import BODY_ERRORS, COMMON_ERRORS, ChannelField, ErrorSerializer, UserIdField
+from streaming.api.serializers import (
+    BODY_ERRORS,
+    COMMON_ERRORS,
+    ChannelField,
+    ErrorSerializer,
+    StrictSerializer,
+    UserIdField,
+)
 from streaming.api.views import flush_local_registry
 from streaming.errors import Forbidden, NotFound
 
 
-class NotificationSendSerializer(serializers.Serializer):
+class NotificationSendSerializer(StrictSerializer):
     title = serializers.CharField(max_length=200)
     content = serializers.CharField(allow_blank=True, max_length=100_000)
     type = serializers.ChoiceField(choices=Level.values, default=Level.INFO)
@@ -108,9 +115,8 @@ def _caller(request: Request) -> tuple[Any, list[str]]:
     return identity, caller_channels(identity, requested)
 
 
-class NotificationPagination(PageNumberPagination):
+class NotificationPagination(StrictPageNumberPagination):
     page_size = 50
-    page_size_query_param = "page_size"
     max_page_size = 500
 
 

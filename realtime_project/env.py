@@ -279,8 +279,20 @@ def production_warnings(config: Config) -> list[str]:
     if not (config.websocket_auth_required or config.sse_auth_required or config.api_auth_required):
         warnings.append(
             "DJANGO_DEBUG=false with WEBSOCKET_AUTH_REQUIRED, SSE_AUTH_REQUIRED and API_AUTH_REQUIRED all false: "
-            "anyone may connect, and anyone may publish and close connections through the HTTP API"
+            "anyone may connect, publish to public channels from a WebSocket, and publish to any channel "
+            "(personal ones and broadcast included) through the HTTP API"
         )
+    else:
+        if not config.api_auth_required:
+            warnings.append(
+                "API_AUTH_REQUIRED=false: anyone who reaches the server may publish to any channel (personal ones "
+                "and broadcast included) through the HTTP API; live connections stay for admins"
+            )
+        if not config.websocket_auth_required and config.client_publish_enabled:
+            warnings.append(
+                "WEBSOCKET_AUTH_REQUIRED=false with CLIENT_PUBLISH_ENABLED=true: anonymous WebSocket clients may "
+                "publish to public channels and to users' personal channels"
+            )
     if any(network.prefixlen == 0 for network in config.trusted_proxies):
         warnings.append(
             "TRUSTED_PROXIES trusts every address: any client can pick its IP with X-Forwarded-For "

@@ -75,6 +75,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             identity = authenticator.resolve(credentials_from_request(request))
         except Unauthenticated as error:
             return JsonResponse(protocol.error_body("unauthenticated", error.detail), status=401)
+        if not identity.is_authenticated:
+            body = protocol.error_body("unauthenticated", "Metrics need an admin credential.")
+            return JsonResponse(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="api"'})
         if not identity.is_admin:
             return JsonResponse(protocol.error_body("forbidden", "Metrics are for admins."), status=403)
     body, content_type = metrics.exposition()

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from streaming import protocol
 from streaming.models import Channel, Connection, ServerProcess, Subscription
 
 PRESENCE_USERS_MAX = 1000
@@ -84,14 +85,34 @@ def channel_presence(channel: str) -> dict[str, Any]:
     return {"channel": channel, "connections": subscribers.count(), "users": list(users)}
 
 
-def channel_list() -> list[dict[str, Any]]:
-    """Channels with live subscribers or history: subscriber counts and newest offsets."""
+def channel_names(*, admin: bool = True, user_id: str | None = None) -> QuerySet:
+    """Names of channels with live subscribers or history, sorted. For a caller who is not an
+    admin, without protected channels and personal channels other than the caller's own."""
+    subscribed = Subscription.objects.filter(connection__in=live_connections()).values_list("channel", flat=True)
+    persisted = Channel.objects.values_list("name", flat=True)
+    if not admin:
+        subscribed = subscribed.exclude(_hidden("channel", user_id))
+        persisted = persisted.exclude(_hidden("name", user_id))
+    return subscribed.union(persisted).order_by("channel")
+
+
+def _hidden(field: str, user_id: str | None) -> Q:
+    prefixes = (protocol.PRIVATE_PREFIX, protocol.PRESENCE_PREFIX, protocol.USER_PREFIX)
+    hidden = Q()
+    for prefix in prefixes:
+        hidden |= Q(**{f"{field}__startswith": prefix})
+    if user_id is not None:
+        hidden &= ~Q(**{field: protocol.user_channel(user_id)})
+    return hidden
+
+
+def channel_summaries(names: list[str]) -> list[dict[str, Any]]:
+    """Subscriber counts and newest offsets of the given channels, in their order."""
     counts = dict(
-        Subscription.objects.filter(connection__in=live_connections())
+        Subscription.objects.filter(connection__in=live_connections(), channel__in=names)
         .values_list("channel")
         .annotate(n=Count("id"))
         .values_list("channel", "n")
     )
-    heads = dict(Channel.objects.values_list("name", "last_offset"))
-    names = sorted(set(counts) | set(heads))
+    heads = dict(Channel.objects.filter(name__in=names).values_list("name", "last_offset"))
     return [{"name": n, "subscribers": counts.get(n, 0), "offset": heads.get(n, 0)} for n in names]

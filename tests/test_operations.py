@@ -30,8 +30,13 @@ def test_healthz_reports_a_broken_bus(client, monkeypatch):
 
 def test_metrics_need_an_admin_when_api_auth_is_required(client, realtime):
     realtime(api_auth_required=True, ws_api_keys=("metrics-key",))
-    assert client.get("/metrics").status_code == 403
+    anonymous = client.get("/metrics")
+    assert anonymous.status_code == 401 and anonymous.json()["type"] == "unauthenticated"
     assert client.get("/metrics?token=garbage").status_code == 401
+    from streaming.auth import authenticator
+
+    user_token = authenticator.create_access_token({"sub": "u1"})
+    assert client.get(f"/metrics?token={user_token}").status_code == 403
     assert client.get("/metrics?api_key=metrics-key").status_code == 200
 
 

@@ -1,4 +1,10 @@
-"""API permissions: admin-only publishing and inspection when API_AUTH_REQUIRED."""
+"""API permissions.
+
+With API_AUTH_REQUIRED every endpoint but the caller's own (notifications, tokens) needs an admin.
+Without it, anyone who reaches the server may publish and read aggregate stats, public channels
+and their history; live connections (addresses, user agents) and closing them stay for admins,
+and protected channels for who may subscribe to them (README, "HTTP API").
+"""
 
 from __future__ import annotations
 
@@ -49,3 +55,15 @@ class IsAuthenticatedCaller(BasePermission):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         return request_identity(request).is_authenticated
+
+
+class IsAdmin(BasePermission):
+    """An admin whatever API_AUTH_REQUIRED says: live connections and closing them."""
+
+    message = "This endpoint needs an admin: a staff user, a token with role=admin, or an API key."
+
+    def allows_anonymous(self) -> bool:
+        return False
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return request_identity(request).is_admin

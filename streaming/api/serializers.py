@@ -83,7 +83,18 @@ class MessageTypeField(serializers.CharField):
         return value
 
 
-class MessageSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer):
+    """A request body that refuses fields it does not know, as WebSocket frames do."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(key)[:64] for key in set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown}, code="unknown_field")
+        return super().to_internal_value(data)
+
+
+class MessageSerializer(StrictSerializer):
     """A message to publish: the envelope's `content`, and optionally its `id` and `type`."""
 
     id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX, help_text="Defaults to a new UUID.")
@@ -91,22 +102,22 @@ class MessageSerializer(serializers.Serializer):
     content = ContentField()
 
 
-class BroadcastSerializer(serializers.Serializer):
+class BroadcastSerializer(StrictSerializer):
     message = MessageSerializer()
 
 
-class ChannelPublishSerializer(serializers.Serializer):
+class ChannelPublishSerializer(StrictSerializer):
     channel = ChannelField()
     message = MessageSerializer()
     persist = serializers.BooleanField(required=False, default=False)
 
 
-class UserPublishSerializer(serializers.Serializer):
+class UserPublishSerializer(StrictSerializer):
     user_id = UserIdField()
     message = MessageSerializer()
 
 
-class EventPublishSerializer(serializers.Serializer):
+class EventPublishSerializer(StrictSerializer):
     """SSE-style publish: `event` becomes the envelope type, `data` its content."""
 
     channel = ChannelField()

@@ -8,7 +8,6 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +16,8 @@ from rest_framework.views import APIView
 from streaming import history, protocol, selectors, services
 from streaming.api import serializers as s
 from streaming.api.authentication import request_identity
-from streaming.api.permissions import IsAuthenticatedWhenRequired
+from streaming.api.pagination import StrictPageNumberPagination
+from streaming.api.permissions import IsAdmin, IsAuthenticatedWhenRequired
 from streaming.auth import authorize_subscribe
 from streaming.runtime import get_runtime
 
@@ -115,16 +115,11 @@ class StatsView(APIView):
         return Response(selectors.connection_stats())
 
 
-class ConnectionPagination(PageNumberPagination):
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
-
-
 class ConnectionListView(APIView):
-    """Live connections of every process, newest first."""
+    """Live connections of every process, newest first (admins only)."""
 
-    pagination_class = ConnectionPagination
+    permission_classes = [IsAdmin]
+    pagination_class = StrictPageNumberPagination
 
     @extend_schema(
         parameters=[
@@ -159,7 +154,9 @@ class ConnectionListView(APIView):
 
 
 class ConnectionDetailView(APIView):
-    """One live connection; DELETE closes it (WS close 4409, SSE stream ends)."""
+    """One live connection; DELETE closes it (WS close 4409, SSE stream ends). Admins only."""
+
+    permission_classes = [IsAdmin]
 
     @extend_schema(responses={200: s.ConnectionSerializer, **COMMON_ERRORS, 404: s.ErrorSerializer})
     def get(self, request: Request, connection_id: uuid.UUID) -> Response:
@@ -176,12 +173,18 @@ class ConnectionDetailView(APIView):
 
 
 class ChannelListView(APIView):
-    """Channels with live subscribers or persisted history."""
+    """Channels with live subscribers or persisted history, by name; protected ones for admins."""
+
+    pagination_class = StrictPageNumberPagination
 
     @extend_schema(responses={200: s.ChannelSummarySerializer(many=True), **COMMON_ERRORS})
     def get(self, request: Request) -> Response:
         flush_local_registry()
-        return Response(selectors.channel_list())
+        identity = request_identity(request)
+        names = selectors.channel_names(admin=identity.is_admin, user_id=identity.user_id)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(names, request, view=self)
+        return paginator.get_paginated_response(selectors.channel_summaries(page))
 
 
 class ChannelDetailView(APIView):
@@ -192,6 +195,7 @@ class ChannelDetailView(APIView):
     )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
+        authorize_subscribe(request_identity(request), name)
         flush_local_registry()
         presence = selectors.channel_presence(name)
         return Response(
@@ -236,9 +240,11 @@ def api_root_links() -> dict[str, Any]:
         "send_to_channel": "/ws/send-to-channel",
         "send_to_user": "/ws/send-to-user",
         "sse_send_to_channel": "/sse/send-to-channel",
+        "sse_notification": "/sse/notification",
         "stats": "/ws/stats",
         "connections": "/ws/connections",
         "channels": "/api/channels/",
+        "notifications": "/api/notifications/",
         "token": "/api/token/",
         "schema": "/api/schema/",
         "docs": "/api/docs/",

@@ -24,6 +24,7 @@ from streaming.clients import (
     process_exception,
 )
 from tests.clients.conftest import eventually, publish, refusals, token_for
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
 
@@ -216,7 +217,9 @@ async def test_the_backoff_starts_over_only_after_a_stable_connection(restartabl
     await client.connect()
 
     for closed in (1, 2):  # an administrator closes the connection twice (close code 4409, retried)
-        response = httpx.delete(f"{restartable.http}/ws/connections/{client.connection.connection_id}")
+        response = httpx.delete(
+            f"{restartable.http}/ws/connections/{client.connection.connection_id}", headers=ADMIN_HEADERS
+        )
         assert response.status_code == 204
         await eventually(lambda n=closed: len(reconnects) == n, what=f"reconnection {closed}")
 
@@ -253,7 +256,7 @@ async def test_a_client_told_not_to_retry_closes_with_the_error(restartable, mak
     disconnects, _ = watch(client)
     await client.connect()
 
-    httpx.delete(f"{restartable.http}/ws/connections/{client.connection.connection_id}")
+    httpx.delete(f"{restartable.http}/ws/connections/{client.connection.connection_id}", headers=ADMIN_HEADERS)
 
     with pytest.raises(ConnectionLost) as closed:
         await client.wait_closed()

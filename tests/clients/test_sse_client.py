@@ -17,6 +17,7 @@ from streaming.clients import (
     create_sse_client,
 )
 from tests.clients.conftest import eventually, publish, refusals, token_for
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
 
@@ -139,7 +140,7 @@ async def test_an_administrator_closing_the_stream_reaches_error_handlers_and_th
     await eventually(lambda: contents == ["before"], what="the first message")
     first_connection = client.connection.connection_id
 
-    closed = httpx.delete(f"{live_server.http}/ws/connections/{first_connection}")
+    closed = httpx.delete(f"{live_server.http}/ws/connections/{first_connection}", headers=ADMIN_HEADERS)
 
     assert closed.status_code == 204
     await eventually(lambda: reconnects, what="the reconnection")

@@ -16,6 +16,7 @@ import websockets
 
 from tests.support.clients import SSEReader, WSClient
 from tests.support.cluster import Cluster, Subscriber, connections_by_process, publish_steadily
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis, pytest.mark.postgres, pytest.mark.server]
 
@@ -62,7 +63,8 @@ async def test_stats_and_connection_lists_agree_and_delete_works_across_processe
         async with httpx.AsyncClient() as http:
             stats = [(await http.get(server.http + "/ws/stats")).json() for server in cluster.servers]
             lists = [
-                (await http.get(server.http + "/ws/connections?channel=agree")).json() for server in cluster.servers
+                (await http.get(server.http + "/ws/connections?channel=agree", headers=ADMIN_HEADERS)).json()
+                for server in cluster.servers
             ]
             assert stats[0] == stats[1] == stats[2]
             assert stats[0]["websocket"]["max"] == 3000
@@ -73,7 +75,8 @@ async def test_stats_and_connection_lists_agree_and_delete_works_across_processe
             )
             for client in clients:  # DELETE through nginx lands on any backend
                 response = await http.delete(
-                    cluster.nginx.http + f"/ws/connections/{client.greeting['data']['connection_id']}"
+                    cluster.nginx.http + f"/ws/connections/{client.greeting['data']['connection_id']}",
+                    headers=ADMIN_HEADERS,
                 )
                 assert response.status_code == 204
         for client in clients:
@@ -106,7 +109,9 @@ async def test_killed_backend_clients_reconnect_and_recover_exactly_once(cluster
     async with httpx.AsyncClient() as http:
         while True:
             stats = (await http.get(cluster.servers[1].http + "/ws/stats")).json()
-            listed = (await http.get(cluster.servers[1].http + "/ws/connections?page_size=1000")).json()["results"]
+            listed = (
+                await http.get(cluster.servers[1].http + "/ws/connections?page_size=1000", headers=ADMIN_HEADERS)
+            ).json()["results"]
             if stats["websocket"]["max"] == 2000 and not [
                 c for c in listed if c["process"].split(":")[1] == str(victim.last_pid)
             ]:

@@ -9,6 +9,7 @@ import pytest
 import websockets
 
 from tests.support.clients import WSClient, raw_websocket, send_raw_frame
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
 
@@ -45,9 +46,9 @@ async def test_delete_connection_closes_it_with_4409(live_server):
     async with WSClient(live_server.ws + "/ws/connect") as client:
         connection_id = client.greeting["data"]["connection_id"]
         async with httpx.AsyncClient() as http:
-            listed = (await http.get(live_server.http + "/ws/connections")).json()
+            listed = (await http.get(live_server.http + "/ws/connections", headers=ADMIN_HEADERS)).json()
             assert connection_id in {c["id"] for c in listed["results"]}
-            response = await http.delete(f"{live_server.http}/ws/connections/{connection_id}")
+            response = await http.delete(f"{live_server.http}/ws/connections/{connection_id}", headers=ADMIN_HEADERS)
         assert response.status_code == 204
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv(timeout=2)
@@ -76,7 +77,9 @@ async def test_slow_consumer_is_closed_4429_and_others_keep_receiving(live_serve
             assert (await http.post(server.http + "/ws/send-to-channel", json=body)).status_code == 202
             published += 1
             assert (await healthy.recv())["channel"] == "firehose"  # the healthy one keeps receiving
-            listed = (await http.get(server.http + "/ws/connections?channel=firehose")).json()["results"]
+            listed = (await http.get(server.http + "/ws/connections?channel=firehose", headers=ADMIN_HEADERS)).json()[
+                "results"
+            ]
             if [c["id"] for c in listed] == [healthy_id]:
                 break
         assert published < 600, "the slow consumer was never disconnected"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.clients import SSEReader, WSClient
-from tests.support.server import ROOT, base_env
+from tests.support.server import ADMIN_HEADERS, ROOT, base_env
 from tests.support.services import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.server]
@@ -87,13 +87,15 @@ async def test_stats_presence_and_delete_across_processes(cluster):
             stats_b = (await http.get(b.http + "/ws/stats")).json()
             assert stats_a == stats_b
             assert stats_a["websocket"]["total"] == 2 and stats_a["websocket"]["max"] == 2000
-            listed = (await http.get(b.http + "/ws/connections?channel=room")).json()
+            listed = (await http.get(b.http + "/ws/connections?channel=room", headers=ADMIN_HEADERS)).json()
             assert {c["id"] for c in listed["results"]} == {
                 on_a.greeting["data"]["connection_id"],
                 on_b.greeting["data"]["connection_id"],
             }
             # DELETE on B closes the connection held by A
-            response = await http.delete(f"{b.http}/ws/connections/{on_a.greeting['data']['connection_id']}")
+            response = await http.delete(
+                f"{b.http}/ws/connections/{on_a.greeting['data']['connection_id']}", headers=ADMIN_HEADERS
+            )
             assert response.status_code == 204
         import websockets
 

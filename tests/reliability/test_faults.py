@@ -22,6 +22,7 @@ import websockets
 
 from tests.support.clients import SSEReader, WSClient
 from tests.support.cluster import Cluster, Subscriber, connections_by_process, publish_steadily
+from tests.support.server import ADMIN_HEADERS
 from tests.support.services import PrivatePostgres
 
 pytestmark = [
@@ -84,7 +85,9 @@ async def ghosts_gone_after(survivor, victim, since: float, timeout: float) -> f
     """Seconds after `since` until no open connection row of the killed process is left."""
     async with httpx.AsyncClient() as http:
         while time.monotonic() - since < timeout:
-            listed = (await http.get(survivor.http + "/ws/connections?page_size=1000")).json()["results"]
+            listed = (await http.get(survivor.http + "/ws/connections?page_size=1000", headers=ADMIN_HEADERS)).json()[
+                "results"
+            ]
             if not [c for c in listed if c["process"].split(":")[1] == str(victim.last_pid)]:
                 return round(time.monotonic() - since, 1)
             await asyncio.sleep(0.5)

@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from websockets.sync.client import connect as ws_connect
 
+from tests.support.server import ADMIN_HEADERS
+
 pytestmark = pytest.mark.server
 
 LIMIT = 262_144  # WEBSOCKET_MAX_MESSAGE_SIZE of the fuzzed server
@@ -514,7 +516,7 @@ def test_subscriptions_match_a_model_after_every_step(fuzz_server, examples, ste
         @invariant()
         def server_matches_model(self) -> None:
             nonlocal checked_steps
-            listed = self.http.get(f"/ws/connections/{self.connection_id}").json()
+            listed = self.http.get(f"/ws/connections/{self.connection_id}", headers=ADMIN_HEADERS).json()
             assert set(listed["channels"]) - {self.control} == self.model
             probe = uuid.uuid4().hex
             for name in self.names:

@@ -25,6 +25,7 @@ import websockets
 
 from tests.reliability.conftest import open_fds, rss_bytes, slope_per_minute
 from tests.support.clients import WSClient, raw_websocket, read_close_code, send_raw_frame
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
 
@@ -65,7 +66,9 @@ async def test_slow_consumer_is_closed_4429_within_its_memory_bound(live_server_
             await healthy.recv()  # the healthy one keeps up all along
             peak = max(peak, rss_bytes(pid))
             if published % 20 == 0:
-                listed = (await http.get(server.http + "/ws/connections?channel=firehose")).json()["results"]
+                listed = (
+                    await http.get(server.http + "/ws/connections?channel=firehose", headers=ADMIN_HEADERS)
+                ).json()["results"]
                 if len(listed) == 1:
                     closed_after = time.monotonic() - started
                     break

@@ -154,3 +154,8 @@ def test_channel_history_is_read_only(admin_client):
     assert response.status_code == 403
     assert ChannelMessage.objects.get(pk=message.pk).type == "message"
     assert admin_client.get("/admin/streaming/connection/add/").status_code == 403
+
+
+def test_admin_index_names_server_processes_in_plural(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "Server processes" in page and "Server processs" not in page

@@ -207,7 +207,7 @@ def _connection(connection_id, process, transport="ws", user_id=None, channels=(
     return connection
 
 
-def test_stats_and_connection_list_count_live_processes_only(client):
+def test_stats_and_connection_list_count_live_processes_only(client, admin_client):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -225,37 +225,37 @@ def test_stats_and_connection_list_count_live_processes_only(client):
     assert stats["sse"] == {"total": 1, "max": 500, "users": 1}
     assert stats["channels"] == {"total": 2, "subscriptions": 4}
     assert stats["total_connections"] == 3
-    listed = client.get("/ws/connections").json()
+    listed = admin_client.get("/ws/connections").json()
     assert listed["count"] == 3
     assert {c["id"] for c in listed["results"]} == {"c1", "c2", "c3"}
-    assert client.get("/ws/connections?transport=sse").json()["count"] == 1
-    assert client.get("/ws/connections?user_id=u1").json()["count"] == 2
-    assert {c["id"] for c in client.get("/ws/connections?channel=chat").json()["results"]} == {"c1"}
-    assert client.get("/ws/connections?transport=xmpp").status_code == 400
-    page = client.get("/ws/connections?page_size=2").json()
+    assert admin_client.get("/ws/connections?transport=sse").json()["count"] == 1
+    assert admin_client.get("/ws/connections?user_id=u1").json()["count"] == 2
+    assert {c["id"] for c in admin_client.get("/ws/connections?channel=chat").json()["results"]} == {"c1"}
+    assert admin_client.get("/ws/connections?transport=xmpp").status_code == 400
+    page = admin_client.get("/ws/connections?page_size=2").json()
     assert len(page["results"]) == 2 and page["next"]
-    (first,) = client.get("/ws/connections?channel=chat").json()["results"]
+    (first,) = admin_client.get("/ws/connections?channel=chat").json()["results"]
     assert first["channels"] == ["chat", "news"] and first["transport"] == "ws" and first["process"] == "live"
 
 
-def test_delete_unknown_connection_is_404(client):
+def test_delete_unknown_connection_is_404(admin_client):
     for unknown in ("00000000-0000-4000-8000-000000000000", "nope", "a%00b"):
-        response = client.delete(f"/ws/connections/{unknown}")
+        response = admin_client.delete(f"/ws/connections/{unknown}")
         assert response.status_code == 404, unknown
         assert response.json()["type"] == "not_found"
 
 
 @pytest.mark.parametrize("query", ["user_id=a%00b", "channel=a%00b", "channel=news%0A", "user_id=" + "u" * 65])
-def test_connection_list_filters_are_validated(client, query):
-    response = client.get("/ws/connections?" + query)
+def test_connection_list_filters_are_validated(admin_client, query):
+    response = admin_client.get("/ws/connections?" + query)
     assert response.status_code == 400, response.content
     assert response.json()["type"] in ("invalid_message", "invalid_channel")
 
 
-def test_delete_connection_of_another_process_sends_close_command(client, bus):
+def test_delete_connection_of_another_process_sends_close_command(admin_client, bus):
     process = _process("other")
     _connection("00000000-0000-4000-8000-00000000e111", process)
-    response = client.delete("/ws/connections/00000000-0000-4000-8000-00000000e111")
+    response = admin_client.delete("/ws/connections/00000000-0000-4000-8000-00000000e111")
     assert response.status_code == 204
     (command,) = bus.sent["bus.other"]
     assert command == {
@@ -270,12 +270,62 @@ def test_channels_api_lists_subscribers_and_offsets(client):
     process = _process()
     _connection("c1", process, user_id="u1", channels=["news"])
     post(client, "/ws/send-to-channel", {"channel": "archive", "message": {"content": 1}, "persist": True})
-    channels = {c["name"]: c for c in client.get("/api/channels/").json()}
-    assert channels["news"] == {"name": "news", "subscribers": 1, "offset": 0}
-    assert channels["archive"] == {"name": "archive", "subscribers": 0, "offset": 1}
+    listed = client.get("/api/channels/").json()
+    assert listed["count"] == 2
+    assert listed["results"] == [
+        {"name": "archive", "subscribers": 0, "offset": 1},
+        {"name": "news", "subscribers": 1, "offset": 0},
+    ]
     detail = client.get("/api/channels/news/").json()
     assert detail["presence"] == {"channel": "news", "connections": 1, "users": ["u1"]}
     assert client.get("/api/channels/bad%20name/").status_code == 400
+
+
+def test_channel_list_is_paginated(client):
+    process = _process()
+    for n in range(5):
+        _connection(f"c{n}", process, channels=[f"room-{n}"])
+    first = client.get("/api/channels/?page_size=2").json()
+    assert first["count"] == 5 and [c["name"] for c in first["results"]] == ["room-0", "room-1"] and first["next"]
+    last = client.get("/api/channels/?page_size=2&page=3").json()
+    assert [c["name"] for c in last["results"]] == ["room-4"] and last["next"] is None
+    for bad in ("abc", "0", "-1"):
+        refused = client.get(f"/api/channels/?page_size={bad}")
+        assert refused.status_code == 400 and "page_size" in refused.json()["fields"], bad
+
+
+def test_anonymous_callers_of_an_open_api_see_no_connections_and_no_protected_channels(client, admin_client):
+    process = _process()
+    _connection("c1", process, user_id="u1", channels=["news", "private-board", "presence-room"], ip="198.51.100.4")
+    for path in ("/ws/connections", "/ws/connections/00000000-0000-4000-8000-000000000000"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and refused.json()["type"] == "unauthenticated", path
+    assert client.delete("/ws/connections/00000000-0000-4000-8000-000000000000").status_code == 401
+    assert [c["name"] for c in client.get("/api/channels/").json()["results"]] == ["news"]
+    for name in ("private-board", "presence-room", "user:u1"):
+        assert client.get(f"/api/channels/{name}/").status_code == 403, name
+    assert client.get("/ws/stats").status_code == 200
+    everything = [c["name"] for c in admin_client.get("/api/channels/").json()["results"]]
+    assert everything == ["news", "presence-room", "private-board"]
+    assert admin_client.get("/api/channels/private-board/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/ws/send-to-channel", {"channel": "c", "message": {"content": 1}, "persits": True}),
+        ("/ws/send-to-channel", {"channel": "c", "message": {"content": 1, "tpye": "x"}}),
+        ("/ws/broadcast", {"message": {"content": 1}, "channel": "c"}),
+        ("/ws/send-to-user", {"user_id": "u1", "message": {"content": 1}, "extra": 1}),
+        ("/sse/send-to-channel", {"channel": "c", "data": 1, "evnet": "x"}),
+        ("/sse/notification", {"title": "t", "content": "c", "level": "info"}),
+    ],
+)
+def test_unknown_body_fields_are_refused(client, bus, path, body):
+    response = post(client, path, body)
+    assert response.status_code == 400, response.content
+    fields = response.json()["fields"]
+    assert any(key in str(fields) for key in ("persits", "tpye", "channel", "extra", "evnet", "level")), fields
 
 
 def test_schema_and_docs_are_served_without_cdn(client):
@@ -297,6 +347,8 @@ def test_browsable_api_renders_html(client):
 def test_api_root_and_landing_page(client):
     root = client.get("/api/").json()
     assert root["stats"].endswith("/ws/stats") and root["docs"].endswith("/api/docs/")
+    assert root["sse_notification"].endswith("/sse/notification")
+    assert root["notifications"].endswith("/api/notifications/")
     landing = client.get("/")
     assert landing.status_code == 200
     for link in (b"/admin/", b"/api/", b"/api/docs/"):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support.clients import SSEReader, WSClient
+from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
 
@@ -196,17 +197,23 @@ async def test_stream_visible_in_registry_and_closed_by_delete(sse_server):
     async with SSEReader(sse_server.http + "/sse/connect?channels=watched") as stream:
         connection_id = (await stream.next_event())["data"]["data"]["connection_id"]
         async with httpx.AsyncClient() as http:
-            listed = (await http.get(sse_server.http + "/ws/connections?transport=sse&channel=watched")).json()
+            listed = (
+                await http.get(sse_server.http + "/ws/connections?transport=sse&channel=watched", headers=ADMIN_HEADERS)
+            ).json()
             assert [c["id"] for c in listed["results"]] == [connection_id]
             stats = (await http.get(sse_server.http + "/ws/stats")).json()
             assert stats["sse"]["total"] >= 1
-            assert (await http.delete(f"{sse_server.http}/ws/connections/{connection_id}")).status_code == 204
+            assert (
+                await http.delete(f"{sse_server.http}/ws/connections/{connection_id}", headers=ADMIN_HEADERS)
+            ).status_code == 204
         error = await stream.until("stream-error")
         assert error["data"]["condition"] == "closed"
         await asyncio.wait_for(stream.ended.wait(), 3)
     async with httpx.AsyncClient() as http:
         await asyncio.sleep(0.3)
-        listed = (await http.get(sse_server.http + "/ws/connections?transport=sse&channel=watched")).json()
+        listed = (
+            await http.get(sse_server.http + "/ws/connections?transport=sse&channel=watched", headers=ADMIN_HEADERS)
+        ).json()
     assert listed["count"] == 0
 
 

@@ -15,7 +15,7 @@ import websockets
 
 from tests.support.clients import WSClient
 from tests.support.nginx import Nginx
-from tests.support.server import LiveServer, migrate
+from tests.support.server import ADMIN_HEADERS, LiveServer, migrate
 from tests.support.services import PrivateRedis, create_postgres_database, drop_postgres_database
 
 ENV = {
@@ -52,7 +52,9 @@ async def connections_by_process(cluster: Cluster, channel: str | None = None) -
     """Connection id → the `process` of its row, for every live connection (of a channel)."""
     query = f"&channel={channel}" if channel else ""
     async with httpx.AsyncClient() as http:
-        listed = (await http.get(cluster.nginx.http + f"/ws/connections?page_size=1000{query}")).json()
+        listed = (
+            await http.get(cluster.nginx.http + f"/ws/connections?page_size=1000{query}", headers=ADMIN_HEADERS)
+        ).json()
     return {c["id"]: c["process"] for c in listed["results"]}
 
 

@@ -23,6 +23,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Every test server accepts this API key besides any a test configures: the inspection API
+# (live connections, closing them) is for admins whatever API_AUTH_REQUIRED says.
+ADMIN_KEY = "test-admin-key-0d6f3a9b"
+ADMIN_HEADERS = {"X-API-Key": ADMIN_KEY}
+
+
 def base_env(database_url: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBSOCKET_", "SSE_", "WS_", "REDIS_URL"))}
     env.update(
@@ -35,6 +41,7 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         }
     )
     env.update({key: str(value) for key, value in overrides.items()})
+    env["WS_API_KEYS"] = ",".join(filter(None, [env.get("WS_API_KEYS", ""), ADMIN_KEY]))
     return env
 
 
