@@ -10,14 +10,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from streaming.middleware import IdentityMiddleware, SessionWhenCookie  # noqa: E402
+from streaming.middleware import BoundedBody, IdentityMiddleware, SessionWhenCookie, http_body_limit  # noqa: E402
 from streaming.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from streaming.runtime import lifespan_app  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
+        "http": URLRouter([*http_urlpatterns, re_path(r"", BoundedBody(django_asgi_app, http_body_limit))]),
         "websocket": SessionWhenCookie(IdentityMiddleware(URLRouter(websocket_urlpatterns))),
-        "lifespan": lifespan_app,  # daphne has no lifespan: its launcher warms up (streaming/shutdown.py)
+        "lifespan": lifespan_app,  # daphne has no lifespan: its launcher warms up (streaming/daphne_adapter)
     }
 )

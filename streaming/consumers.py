@@ -29,6 +29,7 @@ from streaming.auth import (
     authorize_publish,
     authorize_subscribe,
 )
+from streaming.daphne_adapter.io import DirectWriter, close_websocket, unwrap_send, write_buffer_probe, ws_text_frame
 from streaming.errors import (
     DatabaseUnavailable,
     Forbidden,
@@ -45,7 +46,6 @@ from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
-from streaming.transport import DirectWriter, close_websocket, unwrap_send, write_buffer_probe, ws_text_frame
 
 logger = logging.getLogger(__name__)
 

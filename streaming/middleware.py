@@ -1,4 +1,5 @@
-"""ASGI middleware that puts the caller's identity into the scope (WebSocket and SSE)."""
+"""ASGI middleware: the caller's identity in the scope (WebSocket and SSE), sessions only where a
+cookie asks for one, and request bodies bounded before Django reads them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from channels.auth import get_user
 from channels.sessions import SessionMiddlewareStack
 from django.conf import settings
 
+from streaming import protocol
 from streaming.auth import ANONYMOUS, authenticator, credentials_from_scope, identity_for_user
 from streaming.errors import Unauthenticated
 
@@ -56,3 +58,81 @@ class SessionWhenCookie:
             if header == b"cookie" and name in value:  # a look-alike name only costs the session lookup
                 return await self.with_session(scope, receive, send)
         return await self.inner(scope, receive, send)
+
+
+class BoundedBody:
+    """Request bodies up to a limit, with their length known before the application reads them.
+
+    A `Content-Length` over the limit is answered 413 without reading the body; a body without
+    one (`Transfer-Encoding: chunked`) is read up to the limit — 413 past it — and handed on with
+    a `content-length` header, since Django and DRF read a body of unknown length as empty. Under
+    daphne the adapter refuses earlier still, before Twisted stores the body.
+    """
+
+    def __init__(self, inner: Any, limit: Any) -> None:
+        self.inner = inner
+        self.limit = limit  # a callable: the setting is read per request
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        limit = self.limit()
+        length = _content_length(scope)
+        if length is not None:
+            if length > limit:
+                return await _too_large(send, limit)
+            return await self.inner(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client left before the body was complete
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await _too_large(send, limit)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        headers = [*scope.get("headers", []), (b"content-length", str(len(body)).encode())]
+        return await self.inner(dict(scope, headers=headers), _replay(body, receive), send)
+
+
+def _content_length(scope: dict) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def http_body_limit() -> int:
+    """The largest request body any endpoint takes (bytes)."""
+    return settings.REALTIME.sse_max_message_size
+
+
+def too_large_body(limit: int) -> bytes:
+    """The JSON error body of a 413."""
+    detail = f"Request bodies are limited to {limit} bytes."
+    return protocol.encode(protocol.error_body("message_too_large", detail)).encode()
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": too_large_body(limit)})

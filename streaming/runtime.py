@@ -3,7 +3,7 @@
 There is one `Runtime` per event loop (a server process runs one loop; tests run one per test),
 created on first use by whatever needs it — a connecting WebSocket, an SSE stream, an API call
 that must reach a local connection. A server starts it before it takes connections (`warm_up`):
-daphne through `streaming.shutdown.GracefulServer`, other ASGI servers through the lifespan
+daphne through `streaming.daphne_adapter.server.GracefulServer`, other ASGI servers through the lifespan
 protocol (`lifespan_app`).
 """
 

@@ -22,6 +22,7 @@ from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_ev
 
 from streaming import metrics, protocol, security
 from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
+from streaming.daphne_adapter.io import DirectWriter, http_chunk, unwrap_send, write_buffer_probe
 from streaming.errors import (
     Forbidden,
     InvalidMessage,
@@ -34,7 +35,6 @@ from streaming.errors import (
 from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
-from streaming.transport import DirectWriter, http_chunk, unwrap_send, write_buffer_probe
 
 logger = logging.getLogger(__name__)
 

@@ -246,7 +246,9 @@ def _settings_environment(monkeypatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(name, value)
 
 
-@pytest.mark.parametrize(("env", "warned"), [(PRODUCTION, True), ({**PRODUCTION, "WEBSOCKET_AUTH_REQUIRED": "1"}, False)])
+@pytest.mark.parametrize(
+    ("env", "warned"), [(PRODUCTION, True), ({**PRODUCTION, "WEBSOCKET_AUTH_REQUIRED": "1"}, False)]
+)
 def test_settings_log_the_all_auth_off_warning_at_start_up(monkeypatch, caplog, env, warned):
     _settings_environment(monkeypatch, env)
     with caplog.at_level(logging.WARNING, logger="realtime_project"):

@@ -1,4 +1,4 @@
-"""`python -m realtime_project.server`: the tuning it applies to daphne's stack."""
+"""`python -m realtime_project.server`: what it sets up before daphne starts."""
 
 from __future__ import annotations
 
@@ -7,50 +7,9 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from pprint import pformat
-
-import pytest
-from autobahn.websocket import protocol
 
 from realtime_project import server
 from tests.support.services import missing
-
-
-class CountsRepr:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __repr__(self) -> str:
-        self.calls += 1
-        return "counted"
-
-
-@pytest.fixture
-def deferred(monkeypatch):
-    monkeypatch.setattr(protocol, "pformat", protocol.pformat)
-    monkeypatch.setattr(protocol.Timings, "__str__", protocol.Timings.__str__)
-    server._defer_autobahn_debug_formatting()
-
-
-def test_autobahn_debug_value_is_not_formatted_unless_written(deferred):
-    value = CountsRepr()
-    held = protocol.pformat([("openHandshakeTimeout", value, "Factory")])
-    assert value.calls == 0
-    assert f"\n{held}" == "\n" + pformat([("openHandshakeTimeout", value, "Factory")])
-    assert value.calls == 2  # once by the log line, once by the reference above
-
-
-def test_autobahn_debug_line_reads_as_before(deferred):
-    config = [("autoPingInterval", 0, "WebSocketServerFactory"), ("maxMessagePayloadSize", 1 << 20, "Protocol")]
-    assert str(protocol.pformat(config)) == pformat(config)
-    assert f"{protocol.pformat(config)!s:>5}" == pformat(config)
-
-
-def test_autobahn_timings_still_print_as_text(deferred):
-    timings = protocol.Timings()
-    timings.track("onOpen")
-    assert isinstance(str(timings), str) and "onOpen" in str(timings)
-
 
 ARENAS_PROBE = """
 import re, sys, threading

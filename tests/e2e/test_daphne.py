@@ -155,16 +155,83 @@ async def test_refusal_codes_and_reasons_reach_a_real_client(live_server_factory
     assert closed.value.rcvd.reason.startswith("Invalid token")
 
 
-async def test_a_message_over_daphnes_frame_limit_is_closed_1009_and_others_carry_on(live_server):
-    """daphne refuses messages over its 1 MiB `--websocket_max_message_size`: with a closing
-    handshake (1009, clean), not a dropped TCP connection."""
+async def test_a_message_over_the_message_limit_is_closed_1009_and_others_carry_on(live_server):
+    """The server itself refuses messages over WEBSOCKET_MAX_MESSAGE_SIZE (64 KiB), before buffering
+    more of them, with a closing handshake (1009, clean), not a dropped TCP connection."""
     async with WSClient(live_server.ws + "/ws/connect") as bystander:
         async with websockets.connect(live_server.ws + "/ws/connect", max_size=None) as socket:
             await socket.recv()  # connected
-            await socket.send("x" * (2 * 1024 * 1024))
+            await socket.send('{"action": "ping", "data": {}, "request_id": "' + "x" * 65_000 + '"}')
+            assert (await socket.recv()) is not None  # at the limit: an answer (an error reply)
+            await socket.send("x" * (65536 + 1))
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 while True:
                     await socket.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         assert closed.value.rcvd_then_sent is True  # the server's close frame came first: a clean close
         assert (await bystander.call("ping"))["type"] == "pong"
+
+
+def _raw_request(port: int, head: bytes, body_chunks=(), timeout: float = 5) -> tuple[bytes, int]:
+    """Send a request head, then body chunks while the server lets us; return what it answered and
+    how many body bytes it took before answering."""
+    import socket as sockets
+
+    connection = sockets.create_connection(("127.0.0.1", port), timeout=timeout)
+    connection.sendall(head)
+    sent = 0
+    try:
+        for chunk in body_chunks:
+            connection.setblocking(False)
+            try:
+                if connection.recv(1, sockets.MSG_PEEK):
+                    break  # an answer is waiting: stop sending
+            except BlockingIOError:
+                pass
+            finally:
+                connection.setblocking(True)
+            connection.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass  # the server closed while we were still sending
+    answer = b""
+    try:
+        while chunk := connection.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    connection.close()
+    return answer, sent
+
+
+@pytest.mark.parametrize("path", ["/ws/broadcast", "/no/such/url"])
+async def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(live_server, path):
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {300 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    answer, _ = _raw_request(live_server.port, head)  # not one byte of the 300 MB is sent
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"type":"message_too_large"' in answer
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(live_server):
+    head = (
+        b"POST /ws/broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"x" * 65536
+    chunks = [b"%x\r\n%b\r\n" % (len(piece), piece)] * 64  # 4 MiB offered, the limit is 1 MiB
+    answer, sent = _raw_request(live_server.port, head, chunks)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 3 * 1024 * 1024  # refused on the way, not after the whole body
+
+
+def test_a_chunked_body_under_the_limit_is_read(live_server):
+    body = b'{"channel": "chunked", "message": {"content": "hello"}}'
+    head = (
+        b"POST /ws/send-to-channel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    answer, _ = _raw_request(live_server.port, head, [b"%x\r\n%b\r\n" % (len(body), body), b"0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]

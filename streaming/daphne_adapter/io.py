@@ -1,11 +1,11 @@
-"""What the ASGI server does not give us: backpressure, complete close frames and cheap writes
-under daphne.
+"""Writing to daphne's connections: backpressure, complete close frames, aborts, direct writes.
 
 daphne hands the application `functools.partial(server.handle_reply, protocol)` as `send`
 (middleware may wrap it; channels' session middleware keeps it as `real_send`). Through that
 protocol object we read the Twisted write buffer, and send close frames with any code and a reason:
 daphne's own `websocket.close` handling drops the reason and autobahn refuses codes 1001 and 1013.
-Under other servers (uvicorn) these fall back to plain ASGI, where `send` applies backpressure.
+Under other servers, or when the adapter is not active (see the package), these fall back to
+plain ASGI, where `send` applies backpressure.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.util import encode_truncate
+
+from streaming.daphne_adapter import active
 
 CLOSE_REASON_MAX = 123  # bytes: a close frame's payload is at most 125, 2 of them the code
 
@@ -52,11 +54,22 @@ def write_buffer_probe(send: Any) -> Callable[[], int] | None:
 
 
 def daphne_protocol(send: Any) -> Any:
-    """daphne's protocol object behind `send`, or None under another server."""
+    """daphne's protocol object behind `send`, or None under another server (or an unknown daphne)."""
     send = unwrap_send(send)
-    if isinstance(send, functools.partial) and send.args:
+    if isinstance(send, functools.partial) and send.args and active():
         return send.args[0]
     return None
+
+
+def abort_connection(send: Any) -> bool:
+    """Drop the TCP connection behind `send` at once, whatever is still unsent; False when it
+    cannot be done here (another server: its `send` applies backpressure instead)."""
+    protocol = daphne_protocol(send)
+    transport = getattr(getattr(protocol, "channel", None), "transport", None) or getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "abortConnection"):
+        return False
+    transport.abortConnection()
+    return True
 
 
 async def close_websocket(send: Any, code: int, reason: str) -> None:
@@ -75,7 +88,7 @@ async def close_websocket(send: Any, code: int, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Direct writes under daphne (measured: bench/RESULTS.md, "Optimisations")
+# Direct writes under daphne (measured: bench/OPTIMISATIONS.md)
 #
 # Per frame, daphne's send path costs handle_reply → autobahn's sendMessage (framing in Python)
 # → Twisted's transport.write, which never writes at once: it registers the socket for writing

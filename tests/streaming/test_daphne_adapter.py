@@ -1,0 +1,251 @@
+"""The daphne adapter: each private name it relies on, and what it does with them."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import socket
+import time
+import tracemalloc
+from pprint import pformat
+
+import pytest
+from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import reactor
+
+from streaming import daphne_adapter
+from streaming.daphne_adapter import launcher
+from streaming.daphne_adapter.io import abort_connection, close_websocket, write_buffer_probe
+from streaming.daphne_adapter.server import GracefulServer
+
+# ---------------------------------------------------------------------------------------------
+# The private names, pinned: an upgrade that moves one fails here
+
+
+@pytest.mark.parametrize(("module", "path"), sorted(daphne_adapter.REQUIRED))
+def test_private_name_still_exists(module, path):
+    assert daphne_adapter._resolve(module, path) is not None
+
+
+def test_the_installed_stack_is_one_the_adapter_knows():
+    """Otherwise the adapter stands aside silently: no backpressure, no direct writes."""
+    daphne_adapter.active.cache_clear()
+    assert daphne_adapter.active()
+
+
+def test_twisted_transports_keep_their_write_buffer_and_socket_on_the_instance():
+    from twisted.internet import abstract, tcp
+
+    assert abstract.FileDescriptor()._tempDataLen == 0
+    left, right = socket.socketpair()
+    try:
+        connection = tcp.Connection(left, protocol=None, reactor=reactor)
+        assert connection.socket is left
+    finally:
+        left.close()
+        right.close()
+
+
+def test_daphne_hands_applications_a_partial_of_handle_reply():
+    from daphne.server import Server
+
+    assert "send=partial(self.handle_reply, protocol)" in inspect.getsource(Server.create_application)
+
+
+def test_daphne_websockets_carry_the_state_the_adapter_reads():
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+
+    class StubServer:
+        pass
+
+    factory = WebSocketFactory(StubServer())
+    websocket = factory.buildProtocol(None)
+    websocket.makeConnection(StringTransport())
+    assert websocket.state == WebSocketProtocol.STATE_CONNECTING and websocket.factory is factory
+    assert websocket._perMessageCompress is None and websocket.autoFragmentSize == 0
+    assert factory.maskServerFrames is False
+
+
+def test_the_forked_application_checker_is_still_dapnes_own():
+    """GracefulServer.application_checker is daphne 4.2's with one loop changed; a daphne whose
+    checker changed must be read again before this fingerprint is updated."""
+    from daphne.server import Server
+
+    source = inspect.getsource(Server.application_checker).encode()
+    assert hashlib.sha256(source).hexdigest() == "ccb688341a7d0bc13647a7d86815adb6a88af08299e4b0460379ea4d55ade79d"
+
+
+async def test_an_unknown_stack_gets_plain_asgi(monkeypatch):
+    monkeypatch.setitem(daphne_adapter.SUPPORTED, "daphne", ("99.",))
+    daphne_adapter.active.cache_clear()
+    try:
+        assert not daphne_adapter.active()
+        protocol = Protocol(Protocol.STATE_OPEN)
+        send = daphne_send(protocol)
+        assert write_buffer_probe(send) is None and abort_connection(send) is False
+        await close_websocket(send, 1001, "bye")
+        assert protocol.close_frames == [] and protocol.replies == [
+            {"type": "websocket.close", "code": 1001, "reason": "bye"}
+        ]
+    finally:
+        daphne_adapter.active.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Closing a WebSocket under daphne, in every protocol state
+
+
+class Protocol:
+    """daphne's protocol as `close_websocket` sees it: autobahn's states and close frame."""
+
+    STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+    STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
+    STATE_CLOSING = WebSocketProtocol.STATE_CLOSING
+    STATE_OPEN = WebSocketProtocol.STATE_OPEN
+
+    def __init__(self, state: int) -> None:
+        self.state = state
+        self.close_frames: list[tuple[int, bytes]] = []
+        self.replies: list[dict] = []
+
+    def sendCloseFrame(self, code: int, reasonUtf8: bytes, isReply: bool) -> None:
+        assert not isReply
+        self.close_frames.append((code, reasonUtf8))
+
+
+async def handle_reply(protocol: Protocol, message: dict) -> None:  # daphne's Server.handle_reply
+    protocol.replies.append(message)
+
+
+def daphne_send(protocol: Protocol):
+    return functools.partial(handle_reply, protocol)
+
+
+async def test_an_open_websocket_gets_the_close_frame_with_any_code():
+    protocol = Protocol(Protocol.STATE_OPEN)
+    await close_websocket(daphne_send(protocol), 1001, "server shutting down")
+    assert protocol.close_frames == [(1001, b"server shutting down")] and protocol.replies == []
+
+
+@pytest.mark.parametrize("state", [Protocol.STATE_CLOSING, Protocol.STATE_CLOSED])
+async def test_a_websocket_already_closing_gets_nothing_more(state):
+    protocol = Protocol(state)
+    await close_websocket(daphne_send(protocol), 1001, "server shutting down")
+    assert protocol.close_frames == [] and protocol.replies == []
+
+
+async def test_a_websocket_still_connecting_is_closed_through_daphne():
+    protocol = Protocol(Protocol.STATE_CONNECTING)
+    await close_websocket(daphne_send(protocol), 4401, "authentication required")
+    assert protocol.replies == [{"type": "websocket.close", "code": 4401, "reason": "authentication required"}]
+
+
+async def test_under_another_server_the_close_is_an_asgi_message():
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await close_websocket(send, 1001, "bye")
+    assert sent == [{"type": "websocket.close", "code": 1001, "reason": "bye"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reaping finished applications (GracefulServer.application_checker)
+
+
+class CheckedProtocol:
+    def __init__(self) -> None:
+        self.handled: list[BaseException] = []
+
+    def handle_exception(self, exception: BaseException) -> None:
+        self.handled.append(exception)
+
+
+def checker_server(connections: dict) -> GracefulServer:
+    server = GracefulServer.__new__(GracefulServer)  # no sockets: only the checker's state
+    server.connections = connections
+    server.application_close_timeout = 10
+    return server
+
+
+async def test_application_checker_reaps_like_daphne(monkeypatch):
+    monkeypatch.setattr(reactor, "callLater", lambda delay, function: None)
+    loop = asyncio.get_running_loop()
+    running, done, failed, stuck = (loop.create_future() for _ in range(4))
+    done.set_result(None)
+    failed.set_exception(RuntimeError("boom"))
+    live, closed, crashed, hung, gone = (CheckedProtocol() for _ in range(5))
+    connections = {
+        live: {"application_instance": running},  # open, app running: kept as is
+        closed: {"application_instance": done, "disconnected": time.time()},  # both done: removed
+        crashed: {"application_instance": failed},  # app failed on an open connection: told, kept
+        hung: {"application_instance": stuck, "disconnected": time.time() - 60},  # too slow: cancelled, removed
+        gone: {"disconnected": time.time()},  # nothing left: removed
+    }
+    checker_server(connections).application_checker()
+    assert set(connections) == {live, crashed}
+    assert connections[live] == {"application_instance": running}
+    assert "application_instance" not in connections[crashed]
+    assert [str(e) for e in crashed.handled] == ["boom"]
+    assert stuck.cancelled()
+
+
+async def test_application_checker_allocates_no_tuple_per_connection(monkeypatch):
+    """The point of the override: daphne's `list(connections.items())` made a tuple per connection
+    every second (a full garbage collection over all of them every so often)."""
+    count = 10_000
+    monkeypatch.setattr(reactor, "callLater", lambda delay, function: None)
+    future = asyncio.get_running_loop().create_future()
+    server = checker_server({CheckedProtocol(): {"application_instance": future} for _ in range(count)})
+    tracemalloc.start()
+    try:
+        server.application_checker()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < count * 8 + 64 * 1024  # one list of keys, not `count` tuples of 56 bytes each
+
+
+# ---------------------------------------------------------------------------------------------
+# autobahn's per-handshake debug line
+
+
+class CountsRepr:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        self.calls += 1
+        return "counted"
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    monkeypatch.setattr(autobahn_protocol, "pformat", autobahn_protocol.pformat)
+    monkeypatch.setattr(autobahn_protocol.Timings, "__str__", autobahn_protocol.Timings.__str__)
+    launcher.defer_autobahn_debug_formatting()
+
+
+def test_autobahn_debug_value_is_not_formatted_unless_written(deferred):
+    value = CountsRepr()
+    held = autobahn_protocol.pformat([("openHandshakeTimeout", value, "Factory")])
+    assert value.calls == 0
+    assert f"\n{held}" == "\n" + pformat([("openHandshakeTimeout", value, "Factory")])
+    assert value.calls == 2  # once by the log line, once by the reference above
+
+
+def test_autobahn_debug_line_reads_as_before(deferred):
+    config = [("autoPingInterval", 0, "WebSocketServerFactory"), ("maxMessagePayloadSize", 1 << 20, "Protocol")]
+    assert str(autobahn_protocol.pformat(config)) == pformat(config)
+    assert f"{autobahn_protocol.pformat(config)!s:>5}" == pformat(config)
+
+
+def test_autobahn_timings_still_print_as_text(deferred):
+    timings = autobahn_protocol.Timings()
+    timings.track("onOpen")
+    assert isinstance(str(timings), str) and "onOpen" in str(timings)
