@@ -109,9 +109,7 @@ def _caller(request: Request) -> tuple[Any, list[str]]:
     identity = request_identity(request)
     if identity.user_id is None:
         raise Forbidden("The notification centre belongs to a user; use a user's token or session.")
-    requested = [c for c in request.query_params.get("channels", "").split(",") if c]
-    for channel in requested:
-        protocol.validate_channel(channel)
+    requested = protocol.channel_names(request.query_params.get("channels", ""))
     return identity, caller_channels(identity, requested)
 
 

@@ -59,6 +59,7 @@ class Config:
     websocket_max_connections: int
     websocket_message_queue_size: int
     websocket_max_message_size: int
+    slow_consumer_timeout: float
 
     sse_heartbeat_interval: float
     sse_max_connections: int
@@ -218,6 +219,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         websocket_max_connections=env.integer("WEBSOCKET_MAX_CONNECTIONS", 1000, minimum=1),
         websocket_message_queue_size=env.integer("WEBSOCKET_MESSAGE_QUEUE_SIZE", 100, minimum=1),
         websocket_max_message_size=env.integer("WEBSOCKET_MAX_MESSAGE_SIZE", 65536, minimum=256),
+        slow_consumer_timeout=env.number("SLOW_CONSUMER_TIMEOUT", 10, strict=True),
         sse_heartbeat_interval=env.number("SSE_HEARTBEAT_INTERVAL", 30, strict=True),
         sse_max_connections=env.integer("SSE_MAX_CONNECTIONS", 500, minimum=1),
         sse_retry_timeout=env.integer("SSE_RETRY_TIMEOUT", 3000, minimum=0),

@@ -1,9 +1,10 @@
-"""The WebSocket endpoint `/ws/connect` (SPEC §5).
+"""The WebSocket endpoint `/ws/connect` (README, "WebSocket protocol").
 
 The consumer is thin: it admits or refuses the connection, parses frames, dispatches each action
-to its `action_<name>` handler and turns typed errors into error replies. Publishing goes through
-`services`, delivery comes from the process hub, and every frame out passes the bounded outbox.
-A connection has no channel-layer channel of its own: the hub does the bus I/O for the process.
+to its `action_<name>` handler and turns typed errors into error replies. What it shares with the
+SSE endpoint (outbox, writer, replay hand-off, expiry, release) is `lifecycle.ClientConnection`;
+here is only what is WebSocket: frames, replies and close codes. A connection has no
+channel-layer channel of its own: the hub does the bus I/O for the process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+from functools import partial
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -19,7 +20,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from django.db import InterfaceError, OperationalError
 
-from streaming import metrics, protocol, security, selectors, services
+from streaming import protocol, security, selectors, services
 from streaming.auth import (
     ACCESS_TOKEN_SUBPROTOCOL,
     ANONYMOUS,
@@ -29,7 +30,7 @@ from streaming.auth import (
     authorize_publish,
     authorize_subscribe,
 )
-from streaming.daphne_adapter.io import DirectWriter, close_websocket, unwrap_send, write_buffer_probe, ws_text_frame
+from streaming.daphne_adapter.io import DirectWriter, close_websocket, ws_text_frame
 from streaming.errors import (
     DatabaseUnavailable,
     Forbidden,
@@ -41,8 +42,8 @@ from streaming.errors import (
     TooManySubscriptions,
     Unavailable,
 )
-from streaming.history import history_read
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
+from streaming.history import Recovery, history_read
+from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
@@ -58,11 +59,19 @@ def publish_ws_frame(message: dict[str, Any]) -> bytes:
     return frame
 
 
-class StreamConsumer(AsyncConsumer):
+# What a refused handshake is closed with, by the error that refused it.
+REFUSAL_CODES = {
+    "forbidden": CloseCode.FORBIDDEN,
+    "unauthenticated": CloseCode.UNAUTHENTICATED,
+    "unavailable": CloseCode.TRY_AGAIN_LATER,
+    "rate_limited": CloseCode.SLOW_CONSUMER,
+}
+
+
+class StreamConsumer(ClientConnection, AsyncConsumer):
     """One WebSocket connection: admission, frames in, envelopes out."""
 
     transport = "ws"
-    direct: DirectWriter | None = None  # set by the writer task under daphne
 
     # -- ASGI plumbing -----------------------------------------------------------------------
 
@@ -71,8 +80,6 @@ class StreamConsumer(AsyncConsumer):
         self.scope = scope
         self.base_send = send
         self.accepted = False
-        self.closing = False
-        self.close_code: int | None = None
         try:
             while True:  # one source of events: no task per event as in await_many_dispatch
                 await self.dispatch(await receive())
@@ -83,7 +90,9 @@ class StreamConsumer(AsyncConsumer):
         except StopConsumer:
             pass
         finally:
-            self._release()
+            if self.accepted:
+                self.accepted = False
+                self.release()
 
     async def dispatch(self, message: dict) -> None:
         """Called per ASGI event; skips AsyncConsumer's per-event close_old_connections hop."""
@@ -95,24 +104,28 @@ class StreamConsumer(AsyncConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         """Called on the handshake: admit (greeting) or accept-and-close with the reason."""
-        self.runtime = await start_runtime()
-        config = self.runtime.config
+        runtime = await start_runtime()
         headers = security.scope_headers(self.scope)
-        self.connection_id = str(uuid.uuid4())
-        self.identity: Identity = self.scope.get("identity", ANONYMOUS)
-        self.ip = security.scope_client_ip(self.scope, headers)
-        self.user_agent = headers.get("user-agent", "")
+        identity: Identity = self.scope.get("identity", ANONYMOUS)
+        ip = security.scope_client_ip(self.scope, headers)
         credentials = self.scope.get("credentials")
         self.subprotocol = ACCESS_TOKEN_SUBPROTOCOL if credentials and credentials.via_subprotocol else None
-        refusal = self._refusal(config, headers)
-        if refusal is not None:
-            await self._refuse(*refusal)
+        refused = admission_refusal(runtime, "ws", identity, ip, headers.get("origin"), self.scope.get("auth_error"))
+        if refused is not None:
+            await self._refuse(refused, ip)
             raise StopConsumer
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
-        self._open(config)
+        self.accepted = True
+        self.open(runtime, self.base_send, identity, ip, headers.get("user-agent", ""))
+        config = runtime.config
+        self.idle_timeout = config.websocket_disconnect_timeout
+        # One rate budget per client (user, else address), shared by its connections of this process.
+        self._client_key = f"user:{identity.user_id}" if identity.user_id else f"ip:{ip or self.connection_id}"
+        self.bucket = runtime.registry.clients.bucket(
+            self._client_key, config.client_rate_limit, config.client_rate_burst
+        )
         try:
-            for channel in self.implicit_channels:
-                await self.runtime.hub.join(channel, self)
+            await self.join_implicit()
         except Exception:
             logger.exception("bus unavailable while connecting %s", self.connection_id)
             self.close(CloseCode.TRY_AGAIN_LATER, "message bus unavailable")
@@ -120,59 +133,18 @@ class StreamConsumer(AsyncConsumer):
         self.send_frame(
             protocol.connected(
                 connection_id=self.connection_id,
-                user_id=self.identity.user_id,
+                user_id=identity.user_id,
                 heartbeat_interval=config.websocket_heartbeat_interval,
             )
         )
-        logger.info(
-            "connect id=%s transport=ws ip=%s user=%s auth=%s",
-            self.connection_id, self.ip, self.identity.user_id or "-", self.identity.kind,
-        )  # fmt: skip
+        self.log_connect()
 
-    def _refusal(self, config: Any, headers: dict[str, str]) -> tuple[int, str] | None:
-        reason = security.refusal(self.ip, headers.get("origin"))
-        if reason is not None:
-            return CloseCode.FORBIDDEN, reason
-        if self.scope.get("auth_error"):
-            return CloseCode.UNAUTHENTICATED, self.scope["auth_error"]
-        if config.websocket_auth_required and not self.identity.is_authenticated:
-            return CloseCode.UNAUTHENTICATED, "authentication required"
-        if self.runtime.registry.count("ws") >= config.websocket_max_connections:
-            return CloseCode.TRY_AGAIN_LATER, "max connections reached"
-        crowded = self.runtime.registry.refusal(self.identity, self.ip)
-        if crowded is not None:
-            return CloseCode.SLOW_CONSUMER, crowded
-        return None
-
-    async def _refuse(self, code: int, reason: str) -> None:
+    async def _refuse(self, error: StreamingError, ip: str | None) -> None:
         # Accept first: a close before accept becomes HTTP 403 and the browser never sees why.
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
-        await close_websocket(self.base_send, code, reason)
-        if code == CloseCode.UNAUTHENTICATED:
-            metrics.AUTH_FAILURES.labels("ws").inc()
-        logger.info("refuse transport=ws ip=%s code=%s reason=%s", self.ip, int(code), reason)
-
-    def _open(self, config: Any) -> None:
-        now = time.time()
-        self.accepted = True
-        self.connected_at = self.last_seen = now
-        self.next_heartbeat = now + config.websocket_heartbeat_interval
-        self.channels: set[str] = set()
-        self.implicit_channels = [protocol.BROADCAST]
-        if self.identity.personal_channel:
-            self.implicit_channels.append(self.identity.personal_channel)
-        self.outbox = Outbox(config.websocket_message_queue_size)
-        # One bucket per client (user, else address), shared by all its connections of this process.
-        self._client_key = (
-            f"user:{self.identity.user_id}" if self.identity.user_id else f"ip:{self.ip or self.connection_id}"
-        )
-        self.bucket = self.runtime.registry.clients.bucket(
-            self._client_key, config.client_rate_limit, config.client_rate_burst
-        )
-        self._replaying: dict[str, list[tuple[int | None, str]]] = {}
-        self._floors: dict[str, int] = {}
-        self.runtime.registry.register(self)
-        self.writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.connection_id}")
+        await close_websocket(self.base_send, REFUSAL_CODES[error.code], error.detail)
+        count_refusal("ws", error)
+        logger.info("refuse transport=ws ip=%s code=%s reason=%s", ip, int(REFUSAL_CODES[error.code]), error.detail)
 
     async def websocket_disconnect(self, message: dict) -> None:
         """Called when the socket is closed, by either side."""
@@ -180,24 +152,12 @@ class StreamConsumer(AsyncConsumer):
             self.close_code = message.get("code", CloseCode.NORMAL)
         raise StopConsumer
 
-    def _release(self) -> None:
-        """Leave every channel and the registry; runs once, synchronously, on the way out."""
-        if not self.accepted:
-            return
-        self.accepted = False
-        self.closing = True
-        hub = self.runtime.hub
-        for channel in (*self.implicit_channels, *self.channels):
-            hub.leave(channel, self)
-        self.runtime.registry.unregister(self, int(self.close_code or CloseCode.NORMAL))
+    def release(self) -> None:
+        """Leave every channel and the registry, then announce the leave on presence channels."""
+        super().release()
         self.runtime.registry.clients.release(self._client_key)
-        self.writer.cancel()
         for channel in self.channels:
             self._announce_presence(channel, "leave")
-        logger.info(
-            "disconnect id=%s transport=ws ip=%s user=%s code=%s",
-            self.connection_id, self.ip, self.identity.user_id or "-", self.close_code,
-        )  # fmt: skip
 
     def close(self, code: int, reason: str) -> None:
         """Close soon with a code and reason (never blocks; safe to call repeatedly)."""
@@ -208,76 +168,35 @@ class StreamConsumer(AsyncConsumer):
         self.outbox.close()
         self._close_task = asyncio.ensure_future(close_websocket(self.base_send, code, reason))
 
-    # -- frames out --------------------------------------------------------------------------
+    # -- frames out (the transport hooks of ClientConnection) ---------------------------------
 
-    async def _write_loop(self) -> None:
-        """The connection's writer: drains the outbox into the socket, pausing on backpressure."""
-        probe = write_buffer_probe(self.base_send)
-        send = unwrap_send(self.base_send)  # we never modify the session: skip its per-frame checks
+    def start_writing(self) -> None:
         self.direct = DirectWriter.for_websocket(self.base_send)
-        while True:
-            frames = await self.outbox.take()
-            if not frames:
-                return  # closed
-            if self.direct is not None:  # daphne: one write of ready frames for the whole batch
-                self.direct.write(b"".join([ws_text_frame(text.encode()) for text in frames]))
-            else:
-                for text in frames:
-                    await send({"type": "websocket.send", "text": text})
-            if probe is not None and probe() > HIGH_WATER:
-                await wait_for_drain(probe)
 
-    def push(self, text: str, frame: bytes | None = None) -> None:
-        """Send an encoded frame, or queue it; a full outbox closes the connection as a slow consumer.
+    def wire(self, items: list[str]) -> bytes:
+        return b"".join([ws_text_frame(text.encode()) for text in items])
 
-        Under daphne, with nothing queued and the socket keeping up, the frame is written at once:
-        no writer-task wake-up per message (measured: bench/RESULTS.md). `frame` is the ready
-        WebSocket frame of `text` when the caller has it (shared by all subscribers of a publish).
-        """
-        if self.closing:
-            return
-        direct = self.direct
-        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
-            direct.write(frame or ws_text_frame(text.encode()))
-            return
-        try:
-            self.outbox.put(text)
-        except OutboxFull:
-            logger.warning("slow consumer id=%s: outbound queue full", self.connection_id)
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full")
+    async def send_items(self, send: Any, items: list[str]) -> None:
+        for text in items:
+            await send({"type": "websocket.send", "text": text})
 
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        self.push(protocol.encode(frame))
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Called by the hub for each bus message of a joined channel."""
-        channel, offset = message["channel"], message["offset"]
-        if self._replaying:
-            buffered = self._replaying.get(channel)
-            if buffered is not None:
-                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
-                    self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
-                buffered.append((offset, message["text"]))
-                return
-        if offset is not None and offset <= self._floors.get(channel, 0):
-            return  # already delivered from history
+    def push_live(self, message: dict[str, Any]) -> None:
         if self.direct is None:
             self.push(message["text"])
         else:
             self.push(message["text"], publish_ws_frame(message))
 
-    def tick(self, now: float) -> None:
-        """Called by the registry about once a second."""
-        if self.closing:
-            return
-        config = self.runtime.config
-        if self.identity.expires_at is not None and now >= self.identity.expires_at:
-            self.close(CloseCode.UNAUTHENTICATED, "token expired")
-        elif config.websocket_disconnect_timeout and now - self.last_seen > config.websocket_disconnect_timeout:
-            self.close(CloseCode.IDLE, "idle timeout")
-        elif now >= self.next_heartbeat:
-            self.next_heartbeat = now + config.websocket_heartbeat_interval
-            self.send_frame(protocol.heartbeat())
+    def encode_live(self, message: dict[str, Any]) -> str:
+        return message["text"]
+
+    def encode_replayed(self, envelope: dict[str, Any]) -> str:
+        return protocol.encode(envelope)
+
+    def heartbeat(self, now: float) -> None:
+        self.send_frame(protocol.heartbeat())
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        self.push(protocol.encode(frame))
 
     @property
     def sender(self) -> dict[str, Any]:
@@ -343,39 +262,14 @@ class StreamConsumer(AsyncConsumer):
             raise TooManySubscriptions(
                 f"At most {self.runtime.config.max_subscriptions_per_connection} channels per connection."
             )
-        replay = self._replaying[channel] = []
-        try:
-            if fresh:
-                await self._join(channel)
-            recovery = await self.runtime.hub.history_read(channel, since)
-            self.send_frame(
-                protocol.reply(
-                    "subscribed",
-                    {"channel": channel, "offset": recovery.offset, "recovered": recovery.recovered},
-                    request_id,
-                )
-            )
-            replayed = known = min(since or 0, recovery.offset)
-            while True:  # page by page: a page is bounded in bytes
-                for envelope in recovery.messages:
-                    await self.outbox.put_paced(protocol.encode(envelope))
-                    replayed = envelope["offset"]
-                if since is None or not (recovery.has_more and recovery.messages):
-                    break
-                recovery = await self.runtime.hub.history_read(channel, replayed)
-            # Everything up to the floor was replayed or is known to the client; a `since` beyond
-            # the head (a history that was reset) counts for nothing: live messages start at the head.
-            floor = max(replayed, known)
-            self._floors[channel] = floor
-            # Live messages that came during the replay follow it; the channel stays in replay
-            # until none is left, so later ones cannot overtake them.
-            while replay:
-                batch, replay[:] = replay[:], []
-                for offset, text in batch:
-                    if offset is None or offset > floor:
-                        await self.outbox.put_paced(text)
-        finally:
-            self._replaying.pop(channel, None)
+
+        async def announce(recovery: Recovery) -> int:
+            content = {"channel": channel, "offset": recovery.offset, "recovered": recovery.recovered}
+            self.send_frame(protocol.reply("subscribed", content, request_id))
+            # A `since` beyond the head (a history that was reset) counts for nothing.
+            return min(since or 0, recovery.offset)
+
+        await self.replay_then_live(channel, since, announce, join=partial(self._join, channel) if fresh else None)
         if fresh:
             self._announce_presence(channel, "join")
 
@@ -393,7 +287,8 @@ class StreamConsumer(AsyncConsumer):
         if channel in self.implicit_channels:
             raise Forbidden("The broadcast and personal channels cannot be left.")
         if channel in self.channels:
-            self._leave(channel)
+            self.forget(channel)
+            self._announce_presence(channel, "leave")
         self.send_frame(protocol.reply("unsubscribed", {"channel": channel}, request_id))
 
     async def action_send_to_channel(self, data: dict, request_id: Any) -> None:
@@ -476,15 +371,9 @@ class StreamConsumer(AsyncConsumer):
             try:
                 authorize_subscribe(identity, channel)
             except Forbidden as refused:  # the new token no longer grants it
-                self._leave(channel)
+                self.forget(channel)
+                self._announce_presence(channel, "leave")
                 self.send_frame(protocol.reply("unsubscribed", {"channel": channel, "reason": refused.detail}))
-
-    def _leave(self, channel: str) -> None:
-        self.channels.discard(channel)
-        self._floors.pop(channel, None)
-        self.runtime.hub.leave(channel, self)
-        self.runtime.registry.channels_changed(self)
-        self._announce_presence(channel, "leave")
 
     # -- presence ----------------------------------------------------------------------------
 

@@ -52,10 +52,7 @@ class ChannelPermissions(ChannelManagerBase):
     """django-eventstream channel manager applying the channel rules of SPEC §3."""
 
     def get_channels_for_request(self, request: Any, view_kwargs: dict) -> set[str]:
-        channels = set(request.GET.getlist("channel"))
-        for value in request.GET.getlist("channels"):
-            channels.update(item for item in value.split(",") if item)
-        return channels
+        return set(protocol.channel_names(*request.GET.getlist("channels"), *request.GET.getlist("channel")))
 
     def can_read_channel(self, user: Any, channel: str) -> bool:
         identity = identity_for_user(user) if user is not None and user.is_authenticated else ANONYMOUS

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -24,34 +24,23 @@ from streaming import metrics, protocol
 from streaming.continuity import Continuity
 from streaming.history import Recovery, history_read
 
+if TYPE_CHECKING:
+    from streaming.lifecycle import ClientConnection
+
 logger = logging.getLogger(__name__)
-
-
-class Subscriber(Protocol):
-    """Something local that receives channel messages: a WS consumer or an SSE listener."""
-
-    connection_id: str
-    transport: str
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Called for every bus message of a joined channel (see `bus_message`); must not block.
-
-        Persisted messages arrive in offset order without gaps (see `continuity.py`). The same dict
-        goes to every local subscriber: a subscriber may cache a derived encoding
-        in it (the SSE frame), and must not change what is there.
-        """
 
 
 class Hub:
     """Channel → local subscribers, and the one bus channel of this process."""
 
-    def __init__(self, layer: Any = None) -> None:
+    def __init__(self, commands: dict[str, Callable[[dict], Any]] | None = None, layer: Any = None) -> None:
+        """`commands`: handlers of the other bus messages sent to this process, by type."""
         self.layer = layer or get_channel_layer()
         self.channel_name: str | None = None
-        self._members: dict[str, set[Subscriber]] = {}
+        self._members: dict[str, set[ClientConnection]] = {}
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._links: dict[str, asyncio.Future] = {}
-        self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish}
+        self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish, **(commands or {})}
         self.continuity = Continuity(self._dispatch, joined=self._members.__contains__)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
@@ -76,14 +65,16 @@ class Hub:
         self._tasks = []
         await self.continuity.stop()
 
-    def on(self, message_type: str, handler: Callable[[dict], Any]) -> None:
-        """Route bus messages of `message_type` (sent to this process's channel) to a handler."""
-        self._handlers[message_type] = handler
-
     # -- membership -----------------------------------------------------------------------
 
-    async def join(self, channel: str, subscriber: Subscriber) -> None:
-        """Add a local subscriber; the first one makes the process join the channel's group."""
+    async def join(self, channel: str, subscriber: ClientConnection) -> None:
+        """Add a local subscriber; the first one makes the process join the channel's group.
+
+        The hub calls `subscriber.deliver(message)` for every bus message of the channel (see
+        `bus_message`); persisted ones come in offset order without gaps (see `continuity.py`).
+        The same dict goes to every local subscriber, which may cache a derived encoding in it
+        (the SSE frame) but must not change what is there.
+        """
         members = self._members.get(channel)
         if members is None:
             members = self._members[channel] = set()
@@ -94,7 +85,7 @@ class Hub:
             self._transports[channel][subscriber.transport] += 1
         await asyncio.shield(self._links[channel])
 
-    def leave(self, channel: str, subscriber: Subscriber) -> None:
+    def leave(self, channel: str, subscriber: ClientConnection) -> None:
         """Remove a local subscriber; the last one makes the process leave the group."""
         members = self._members.get(channel)
         if members is None or subscriber not in members:
@@ -143,11 +134,8 @@ class Hub:
             return Recovery(channel, 0, recovered=since == 0)
         return await database_sync_to_async(history_read)(channel, since)
 
-    def members(self, channel: str) -> set[Subscriber]:
+    def members(self, channel: str) -> set[ClientConnection]:
         return self._members.get(channel, set())
-
-    def channels(self) -> list[str]:
-        return list(self._members)
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -2,13 +2,15 @@
 
 A connection's outbox holds encoded frames until its writer task sends them. It never grows past
 its limit: a full outbox means a slow consumer, which the connection answers by closing (4429).
-The writer pauses while the server's write buffer is over HIGH_WATER (see `transport.py`), so a
-client that stops reading fills its outbox instead of server memory.
+The writer pauses while the server's write buffer is over HIGH_WATER (see `daphne_adapter.io`), so
+a client that stops reading fills its outbox instead of server memory; one whose socket takes
+nothing for SLOW_CONSUMER_TIMEOUT is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +86,11 @@ class Outbox:
         return items
 
 
-async def wait_for_drain(buffered: Callable[[], int]) -> None:
-    """Sleep until the write buffer is back under the low-water mark."""
-    while buffered() > LOW_WATER:
+async def wait_for_drain(buffered: Callable[[], int], timeout: float, low: int = LOW_WATER) -> bool:
+    """Sleep until the write buffer is back under `low`; False if it is not within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while buffered() > low:
+        if time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(DRAIN_POLL_SECONDS)
+    return True

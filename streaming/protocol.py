@@ -120,6 +120,15 @@ def validate_channel(channel: Any) -> str:
     return channel
 
 
+def channel_names(*lists: str) -> list[str]:
+    """Channel names out of comma-separated lists (`?channels=a, b`), each validated, in order, once.
+
+    Only spaces around a name are dropped: `news\n` is refused like any other invalid name.
+    """
+    names = (name.strip(" ") for value in lists for name in value.split(","))
+    return list(dict.fromkeys(validate_channel(name) for name in names if name))
+
+
 def validate_user_id(user_id: Any) -> str:
     """Return a user id as text if it is valid, else raise InvalidMessage."""
     if isinstance(user_id, int) and not isinstance(user_id, bool):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -31,30 +31,14 @@ from streaming.history import history_expire
 from streaming.limits import ClientLimits
 from streaming.models import Connection, ServerProcess, Subscription
 
+if TYPE_CHECKING:
+    from streaming.lifecycle import ClientConnection
+
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 CHUNK = 500
 HISTORY_EXPIRY_SECONDS = 60.0
-
-
-class LiveConnection(Protocol):
-    """A connection held by this process (a WebSocket consumer or an SSE listener)."""
-
-    connection_id: str
-    transport: str
-    identity: Identity
-    ip: str | None
-    user_agent: str
-    connected_at: float
-    last_seen: float
-    channels: set[str]
-
-    def tick(self, now: float) -> None:
-        """Called about once a second: send heartbeats, enforce idle and token expiry."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the connection soon (never blocks)."""
 
 
 @dataclass
@@ -80,7 +64,7 @@ class ConnectionRegistry:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.bus_channel = bus_channel
         self.started_at = time.time()
-        self.connections: dict[str, LiveConnection] = {}
+        self.connections: dict[str, ClientConnection] = {}
         self.clients = ClientLimits()
         self._counts: dict[str, int] = {"ws": 0, "sse": 0}
         self._pending = _Pending()
@@ -110,7 +94,7 @@ class ConnectionRegistry:
             identity.user_id, ip, config.max_connections_per_user, config.max_connections_per_ip
         )
 
-    def register(self, connection: LiveConnection) -> None:
+    def register(self, connection: ClientConnection) -> None:
         self.connections[connection.connection_id] = connection
         self.clients.opened(connection.identity.user_id, connection.ip)
         self._counts[connection.transport] = self._counts.get(connection.transport, 0) + 1
@@ -118,7 +102,7 @@ class ConnectionRegistry:
         if connection.channels:
             self.channels_changed(connection)
 
-    def unregister(self, connection: LiveConnection, code: int) -> None:
+    def unregister(self, connection: ClientConnection, code: int) -> None:
         if self.connections.pop(connection.connection_id, None) is None:
             return
         self.clients.closed(connection.identity.user_id, connection.ip)
@@ -128,7 +112,7 @@ class ConnectionRegistry:
         self._pending.channels.pop(connection.connection_id, None)
         self._seen_flushed.pop(connection.connection_id, None)
 
-    def channels_changed(self, connection: LiveConnection) -> None:
+    def channels_changed(self, connection: ClientConnection) -> None:
         self._pending.channels[connection.connection_id] = sorted(connection.channels)
 
     def close_local(self, connection_id: str, code: int, reason: str) -> bool:
@@ -142,7 +126,7 @@ class ConnectionRegistry:
         """Bus command from another process: close one of our connections."""
         self.close_local(message["connection_id"], message["code"], message.get("reason", ""))
 
-    def _row(self, connection: LiveConnection) -> dict[str, Any]:
+    def _row(self, connection: ClientConnection) -> dict[str, Any]:
         identity = connection.identity
         return {
             "id": connection.connection_id,

@@ -28,8 +28,8 @@ class Runtime:
     """The hub and registry of this process, started together."""
 
     def __init__(self) -> None:
-        self.hub = Hub()
         self.registry = ConnectionRegistry()
+        self.hub = Hub(commands={"hub.close": self.registry.hub_close})
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -43,7 +43,6 @@ class Runtime:
             async with self._lock:
                 if not self._started:
                     self.registry.bus_channel = await self.hub.start()
-                    self.hub.on("hub.close", self.registry.hub_close)
                     self.registry.start()
                     self._started = True
         return self

@@ -1,9 +1,10 @@
-"""The Server-Sent Events endpoint `GET /sse/connect` (SPEC §6).
+"""The Server-Sent Events endpoint `GET /sse/connect` (README, "Server-Sent Events").
 
 An ASGI app rather than a Django view, so that refusals are real HTTP statuses before any stream
-and the stream gets the same bounded outbox and daphne backpressure as a WebSocket. Each stream
-is a hub subscriber of its channels; a publish is encoded as an SSE frame once per process and
-shared by every local stream. django-eventstream supplies the wire details: its SSE encoding,
+and the stream shares the WebSocket's lifecycle (`lifecycle.ClientConnection`: bounded outbox,
+daphne backpressure, replay hand-off, expiry). Here is only what is SSE: events with positions,
+HTTP refusals and the `stream-error` at the end. A publish is encoded as an SSE frame once per
+process and shared by every local stream. django-eventstream supplies the wire details: its SSE encoding,
 its `Last-Event-ID` format (`channel:offset,…`) and the `stream-reset` / `stream-error` events;
 `streaming.eventstream` plugs our history into its storage interface.
 """
@@ -12,27 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
-from streaming import metrics, protocol, security
+from streaming import protocol, security
 from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
-from streaming.daphne_adapter.io import DirectWriter, http_chunk, unwrap_send, write_buffer_probe
-from streaming.errors import (
-    Forbidden,
-    InvalidMessage,
-    RateLimited,
-    StreamingError,
-    TooManySubscriptions,
-    Unauthenticated,
-    Unavailable,
-)
-from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
+from streaming.daphne_adapter.io import DirectWriter, http_chunk
+from streaming.errors import InvalidMessage, RateLimited, StreamingError, TooManySubscriptions, Unavailable
+from streaming.history import Recovery
+from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
 
@@ -89,14 +82,6 @@ class Admission:
     positions: dict[str, int] = field(default_factory=dict)
 
 
-def _requested_channels(query: dict[str, list[str]]) -> list[str]:
-    names: list[str] = []
-    for value in query.get("channels", []):
-        names.extend(item.strip() for item in value.split(",") if item.strip())
-    names.extend(item for item in query.get("channel", []) if item)
-    return list(dict.fromkeys(protocol.validate_channel(name) for name in names))
-
-
 def _positions(raw: str | None, channels: list[str]) -> dict[str, int]:
     """Parse a Last-Event-ID (`channel:offset,…`) into offsets of the requested channels."""
     if not raw or raw == "error":
@@ -108,33 +93,30 @@ def _positions(raw: str | None, channels: list[str]) -> dict[str, int]:
     return {channel: offset for channel, offset in parsed.items() if channel in channels and offset >= 0}
 
 
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def admit(scope: dict[str, Any], runtime: Runtime) -> Admission:
-    """Check a stream request in the order of SPEC §6; raise the StreamingError that refuses it."""
+    """Check a stream request (README, "Server-Sent Events"); raise the StreamingError that refuses it."""
     config = runtime.config
     headers = security.scope_headers(scope)
     ip = security.scope_client_ip(scope, headers)
     origin = headers.get("origin")
-    reason = security.refusal(ip, origin)
-    if reason is not None:
-        raise Forbidden(reason[0].upper() + reason[1:] + ".")
-    if scope.get("auth_error"):
-        raise Unauthenticated(scope["auth_error"])
     identity: Identity = scope.get("identity", ANONYMOUS)
-    if config.sse_auth_required and not identity.is_authenticated:
-        raise Unauthenticated("Authentication required.")
+    refused = admission_refusal(runtime, "sse", identity, ip, origin, scope.get("auth_error"))
+    if refused is not None and not isinstance(refused, Unavailable | RateLimited):
+        raise type(refused)(_sentence(refused.detail))
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    channels = _requested_channels(query)
+    channels = protocol.channel_names(*query.get("channels", []), *query.get("channel", []))
     if len(channels) > config.max_subscriptions_per_connection:
         raise TooManySubscriptions(f"At most {config.max_subscriptions_per_connection} channels per stream.")
     for channel in channels:
         authorize_subscribe(identity, channel)
     last_event_id = headers.get("last-event-id") or next((v for v in reversed(query.get("lastEventId", [])) if v), None)
     positions = _positions(last_event_id, channels)
-    if runtime.registry.count("sse") >= config.sse_max_connections:
-        raise Unavailable("Too many SSE connections on this server; retry later.")
-    crowded = runtime.registry.refusal(identity, ip)
-    if crowded is not None:
-        raise RateLimited(crowded[0].upper() + crowded[1:] + ".")
+    if refused is not None:  # a full server or a client over its share: after the request's own errors
+        raise type(refused)(_sentence(refused.detail))
     return Admission(identity, ip, headers.get("user-agent", ""), origin, channels, positions)
 
 
@@ -156,7 +138,7 @@ async def _refuse(send: Any, error: StreamingError, origin: str | None, retry_se
     headers = [(b"content-type", b"application/json"), *_cors_headers(origin)]
     if error.status_code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="sse"'))
-        metrics.AUTH_FAILURES.labels("sse").inc()
+    count_refusal("sse", error)
     if error.status_code in (429, 503):
         headers.append((b"retry-after", str(retry_seconds).encode()))
     body = protocol.encode(protocol.error_body(error.code, error.detail, error.fields)).encode()
@@ -187,60 +169,41 @@ class EventStreamEndpoint:
             await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(admission.origin)})
             await send({"type": "http.response.body", "body": b""})
             return
-        await SSEListener(runtime, send, admission).serve(receive)
+        await SSEListener(admission).serve(runtime, send, receive)
 
 
-class SSEListener:
-    """One SSE stream: a hub subscriber with a bounded outbox and a writer task."""
+class SSEListener(ClientConnection):
+    """One SSE stream: events with resumable positions, ended by a `stream-error`."""
 
     transport = "sse"
-    direct: DirectWriter | None = None  # set by the writer task under daphne
 
-    def __init__(self, runtime: Runtime, send: Any, admission: Admission) -> None:
-        config = runtime.config
-        self.runtime, self.send, self.admission = runtime, send, admission
-        self.connection_id = str(uuid.uuid4())
-        self.identity = admission.identity
-        self.ip, self.user_agent = admission.ip, admission.user_agent
-        self.connected_at = self.last_seen = time.time()
-        self.next_heartbeat = self.connected_at + config.sse_heartbeat_interval
-        self.channels: set[str] = set(admission.channels)
-        self.implicit_channels = [protocol.BROADCAST]
-        if self.identity.personal_channel:
-            self.implicit_channels.append(self.identity.personal_channel)
-        self.positions: dict[str, int] = {}
-        self.outbox = Outbox(config.websocket_message_queue_size)
-        self.closing = False
-        self.close_code: int = CloseCode.NORMAL
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.positions: dict[str, int] = {}  # the stream's position: what its `id:` fields say
         self._final = b""
-        self._replaying: dict[str, list[dict[str, Any]]] = {}
-        self._floors: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def serve(self, receive: Any) -> None:
+    async def serve(self, runtime: Runtime, send: Any, receive: Any) -> None:
         """Run the stream until the client goes away or the server ends it."""
-        headers = _stream_headers(self.admission.origin)
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
-        self.runtime.registry.register(self)
-        writer = asyncio.create_task(self._write_loop())
+        admission = self.admission
+        await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(admission.origin)})
+        self.open(runtime, send, admission.identity, admission.ip, admission.user_agent)
+        self.channels.update(admission.channels)
+        runtime.registry.channels_changed(self)
         gone = asyncio.create_task(self._wait_disconnect(receive))
-        logger.info(
-            "connect id=%s transport=sse ip=%s user=%s auth=%s",
-            self.connection_id, self.ip, self.identity.user_id or "-", self.identity.kind,
-        )  # fmt: skip
+        self.log_connect()
         try:
-            retry = f"retry: {self.runtime.config.sse_retry_timeout}\n".encode()
+            retry = f"retry: {runtime.config.sse_retry_timeout}\n".encode()
             self.push(retry + sse_event("connected", protocol.encode(self._greeting())))
             await self._open_channels()
-            await asyncio.wait([writer, gone], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([self.writer, gone], return_when=asyncio.FIRST_COMPLETED)
         except Exception:
             logger.exception("stream %s failed to open", self.connection_id)
             self.close(CloseCode.TRY_AGAIN_LATER, "message bus unavailable")
-            await asyncio.wait([writer, gone], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([self.writer, gone], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._release()
-            writer.cancel()
+            self.release()
             gone.cancel()
 
     def _greeting(self) -> dict[str, Any]:
@@ -256,17 +219,6 @@ class SSEListener:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    def _release(self) -> None:
-        self.closing = True
-        hub = self.runtime.hub
-        for channel in (*self.implicit_channels, *self.channels):
-            hub.leave(channel, self)
-        self.runtime.registry.unregister(self, int(self.close_code))
-        logger.info(
-            "disconnect id=%s transport=sse ip=%s user=%s code=%s",
-            self.connection_id, self.ip, self.identity.user_id or "-", int(self.close_code),
-        )  # fmt: skip
-
     def close(self, code: int, reason: str) -> None:
         """End the stream with a `stream-error` saying why (never blocks)."""
         if self.closing:
@@ -277,86 +229,44 @@ class SSEListener:
         self._final = sse_event("stream-error", protocol.encode({"condition": condition, "text": reason}))
         self.outbox.close()
 
-    def tick(self, now: float) -> None:
-        """Called by the registry about once a second: heartbeats and token expiry."""
-        if self.closing:
-            return
-        if self.identity.expires_at is not None and now >= self.identity.expires_at:
-            self.close(CloseCode.UNAUTHENTICATED, "token expired")
-        elif now >= self.next_heartbeat:
-            self.next_heartbeat = now + self.runtime.config.sse_heartbeat_interval
-            self.last_seen = now
-            self.push(sse_event("heartbeat", protocol.encode(protocol.heartbeat())))
+    async def finish(self, send: Any) -> None:
+        await send({"type": "http.response.body", "body": self._final, "more_body": False})
 
-    # -- frames out --------------------------------------------------------------------------
+    # -- events out (the transport hooks of ClientConnection) --------------------------------
 
-    async def _write_loop(self) -> None:
-        probe = write_buffer_probe(self.send)
-        send = unwrap_send(self.send)  # body chunks need nothing from the session middleware
-        while True:
-            frames = await self.outbox.take()
-            if not frames:
-                break  # closed and drained
-            if self.direct is not None:
-                self.direct.write(http_chunk(b"".join(frames)))
-            else:
-                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
-                # daphne has sent the headers with that first chunk: from now on, write chunks directly
-                self.direct = DirectWriter.for_http_stream(self.send)
-            if probe is not None and probe() > HIGH_WATER:
-                await wait_for_drain(probe)
-        await self.send({"type": "http.response.body", "body": self._final, "more_body": False})
+    def wire(self, items: list[bytes]) -> bytes:
+        return http_chunk(b"".join(items))
 
-    def push(self, frame: bytes, chunk: bytes | None = None) -> None:
-        """Send an SSE frame, or queue it; a full outbox ends the stream as a slow consumer.
+    async def send_items(self, send: Any, items: list[bytes]) -> None:
+        await send({"type": "http.response.body", "body": b"".join(items), "more_body": True})
+        # daphne has sent the headers with that first chunk: from now on, write chunks directly
+        self.direct = DirectWriter.for_http_stream(self.asgi_send)
 
-        As for WebSockets (consumers.py), under daphne a frame goes straight to the socket when
-        nothing is queued; `chunk` is its ready HTTP chunk when shared by a whole publish.
-        """
-        if self.closing:
-            return
-        direct = self.direct
-        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
-            direct.write(chunk or http_chunk(frame))
-            return
-        try:
-            self.outbox.put(frame)
-        except OutboxFull:
-            logger.warning("slow consumer id=%s: outbound queue full", self.connection_id)
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full; reconnect to resume")
-
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Called by the hub for each bus message of a joined channel."""
-        if self._replaying:
-            buffered = self._replaying.get(message["channel"])
-            if buffered is not None:
-                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
-                    self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
-                buffered.append(message)
-                return
+    def push_live(self, message: dict[str, Any]) -> None:
         if message["offset"] is None and self.direct is not None:
             self.push(publish_frame(message), publish_chunk(message))
-            return
-        frame = self._frame(message)
-        if frame is not None:
-            self.push(frame)
+        else:
+            self.push(self.encode_live(message))
 
-    def _frame(self, message: dict[str, Any]) -> bytes | None:
-        """The frame of a live message (None if already replayed); persisted ones advance the position."""
-        channel, offset = message["channel"], message["offset"]
-        if offset is None:
+    def encode_live(self, message: dict[str, Any]) -> bytes:
+        """The event of a live message; a persisted one advances the stream's position."""
+        if message["offset"] is None:
             return publish_frame(message)
-        if offset <= self._floors.get(channel, 0):
-            return None
-        self.positions[channel] = offset
+        self.positions[message["channel"]] = message["offset"]
         return b"id: " + make_id(self.positions).encode() + b"\n" + publish_frame(message)
+
+    def encode_replayed(self, envelope: dict[str, Any]) -> bytes:
+        self.positions[envelope["channel"]] = envelope["offset"]
+        return sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
+
+    def heartbeat(self, now: float) -> None:
+        self.last_seen = now
+        self.push(sse_event("heartbeat", protocol.encode(protocol.heartbeat())))
 
     # -- opening: join, replay, go live --------------------------------------------------------
 
     async def _open_channels(self) -> None:
-        hub = self.runtime.hub
-        for channel in self.implicit_channels:
-            await hub.join(channel, self)
+        await self.join_implicit()
         for channel in self.admission.channels:
             await self._open_channel(channel, self.admission.positions.get(channel))
         opened = {"channels": self.admission.channels, "offsets": self.positions}
@@ -365,31 +275,14 @@ class SSEListener:
 
     async def _open_channel(self, channel: str, since: int | None) -> None:
         """Join a channel, then replay what the client missed (or the retained history)."""
-        replay = self._replaying[channel] = []
-        try:
-            await self.runtime.hub.join(channel, self)
-            recovery = await self.runtime.hub.history_read(channel, since)
+
+        async def announce(recovery: Recovery) -> int | None:
             if since is not None and not recovery.recovered:
                 self.positions[channel] = recovery.offset
                 reset = protocol.encode({"channels": [channel]})
                 await self.outbox.put_paced(sse_event("stream-reset", reset, make_id(self.positions)))
-            else:
-                self.positions[channel] = recovery.offset if since is None else since
-                while True:  # page by page: a page is bounded in bytes
-                    for envelope in recovery.messages:
-                        self.positions[channel] = envelope["offset"]
-                        frame = sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
-                        await self.outbox.put_paced(frame)
-                    if since is None or not (recovery.has_more and recovery.messages):
-                        break
-                    recovery = await self.runtime.hub.history_read(channel, self.positions[channel])
-            self._floors[channel] = self.positions[channel]
-            # Live messages that came during the replay follow it, before any later one.
-            while replay:
-                batch, replay[:] = replay[:], []
-                for message in batch:
-                    frame = self._frame(message)
-                    if frame is not None:
-                        await self.outbox.put_paced(frame)
-        finally:
-            self._replaying.pop(channel, None)
+                return None
+            self.positions[channel] = recovery.offset if since is None else since
+            return self.positions[channel]
+
+        await self.replay_then_live(channel, since, announce, join=partial(self.runtime.hub.join, channel, self))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -192,6 +193,7 @@ def _raw_request(port: int, head: bytes, body_chunks=(), timeout: float = 5) -> 
                 connection.setblocking(True)
             connection.sendall(chunk)
             sent += len(chunk)
+            time.sleep(0.005)  # let an answer arrive before the next piece
     except OSError:
         pass  # the server closed while we were still sending
     answer = b""

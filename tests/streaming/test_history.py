@@ -255,7 +255,7 @@ def test_channel_api_shows_the_newest_offset(client):
     publish("listed", 3)
     detail = client.get("/api/channels/listed/").json()
     assert detail["name"] == "listed" and detail["offset"] == 3 and detail["subscribers"] == 0
-    listed = {c["name"]: c for c in client.get("/api/channels/").json()}
+    listed = {c["name"]: c for c in client.get("/api/channels/").json()["results"]}
     assert listed["listed"]["offset"] == 3
     assert client.get("/api/channels/unknown/").json()["offset"] == 0
 

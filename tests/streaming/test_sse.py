@@ -266,3 +266,35 @@ async def test_streams_per_address_are_limited_with_429(live_server_factory):
         assert refused.status_code == 429 and refused.json()["type"] == "rate_limited"
         assert "too many connections from this address" in refused.json()["error"].lower()
         assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_a_stream_that_stops_reading_is_ended_and_its_socket_dropped(live_server_factory):
+    """The outbox fills, the stream is closed as a slow consumer; its `stream-error` cannot get
+    through a socket that takes nothing, so after SLOW_CONSUMER_TIMEOUT the socket is dropped."""
+    import socket
+
+    server = live_server_factory(WEBSOCKET_MESSAGE_QUEUE_SIZE="5", SLOW_CONSUMER_TIMEOUT="1")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(b"GET /sse/connect?channels=flood HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert stalled.recv(64).startswith(b"HTTP/1.1 200")  # then it reads no more
+    body = {"channel": "flood", "message": {"content": "x" * 60_000}}
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(200):
+            assert (await http.post(server.http + "/ws/send-to-channel", json=body)).status_code == 202
+            stats = (await http.get(server.http + "/ws/stats")).json()
+            if stats["sse"]["total"] == 0:
+                break
+        assert stats["sse"]["total"] == 0, "the stalled stream still holds its slot"
+    stalled.settimeout(5)
+    ended = False
+    try:
+        while stalled.recv(1 << 20):  # read what was sent before the drop; then the end
+            pass
+        ended = True
+    except OSError:
+        ended = True  # reset: dropped
+    stalled.close()
+    assert ended
+    assert "slow consumer" in server.log()

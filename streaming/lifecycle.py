@@ -1,0 +1,280 @@
+"""What a WebSocket and an SSE stream share: admission, the outbox and its writer, the hand-off
+from history replay to live delivery, token expiry and heartbeats, and release.
+
+`ClientConnection` is both what the hub delivers to and what the registry holds. Each endpoint
+subclasses it and keeps only what its transport does differently: how a message becomes bytes on
+the wire (WebSocket frames, SSE events with positions), how the connection ends (a close code, a
+`stream-error` event) and how it answers its client (replies, HTTP statuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from django.conf import settings
+
+from streaming import metrics, protocol, security
+from streaming.auth import Identity
+from streaming.daphne_adapter.io import DirectWriter, abort_connection, unwrap_send, write_buffer_probe
+from streaming.errors import Forbidden, RateLimited, StreamingError, Unauthenticated, Unavailable
+from streaming.history import Recovery
+from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
+from streaming.protocol import CloseCode
+
+logger = logging.getLogger(__name__)
+
+
+def admission_refusal(
+    runtime: Any, transport: str, identity: Identity, ip: str | None, origin: str | None, auth_error: str | None
+) -> StreamingError | None:
+    """Why a new connection is refused, as the error each endpoint turns into a close code or an
+    HTTP status (README, "Authentication and security"); None when it is admitted."""
+    config = runtime.config
+    reason = security.refusal(ip, origin)
+    if reason is not None:
+        return Forbidden(reason)
+    if auth_error:
+        return Unauthenticated(auth_error)
+    required = config.websocket_auth_required if transport == "ws" else config.sse_auth_required
+    if required and not identity.is_authenticated:
+        return Unauthenticated("authentication required")
+    limit = config.websocket_max_connections if transport == "ws" else config.sse_max_connections
+    if runtime.registry.count(transport) >= limit:
+        return Unavailable("max connections reached")
+    crowded = runtime.registry.refusal(identity, ip)
+    if crowded is not None:
+        return RateLimited(crowded)
+    return None
+
+
+class ClientConnection:
+    """One client connection of this process; the transport-specific parts are the hooks below."""
+
+    transport: ClassVar[str]
+    direct: DirectWriter | None = None  # set by the writer under daphne: frames go straight to the socket
+    closing = False
+    close_code: int | None = None
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def push_live(self, message: dict[str, Any]) -> None:
+        """Send a bus message that passed the floors (the shared encoding of a publish when possible)."""
+        raise NotImplementedError
+
+    def encode_live(self, message: dict[str, Any]) -> Any:
+        """A live message as an outbox item, for one that waited behind a history replay."""
+        raise NotImplementedError
+
+    def encode_replayed(self, envelope: dict[str, Any]) -> Any:
+        """An envelope read from history as an outbox item."""
+        raise NotImplementedError
+
+    def wire(self, items: list[Any]) -> bytes:
+        """Outbox items as the bytes of a direct write."""
+        raise NotImplementedError
+
+    async def send_items(self, send: Any, items: list[Any]) -> None:
+        """Outbox items through the ASGI `send` (no direct writer)."""
+        raise NotImplementedError
+
+    def heartbeat(self, now: float) -> None:
+        """Send a heartbeat."""
+        raise NotImplementedError
+
+    def close(self, code: int, reason: str) -> None:
+        """End the connection soon with a code and reason (never blocks; safe to call repeatedly)."""
+        raise NotImplementedError
+
+    async def finish(self, send: Any) -> None:
+        """Called by the writer once the outbox is closed and drained."""
+
+    # -- opening --------------------------------------------------------------------------------
+
+    def open(self, runtime: Any, send: Any, identity: Identity, ip: str | None, user_agent: str) -> None:
+        """Start the connection's life in this process: registry row, outbox and writer."""
+        config = runtime.config
+        now = time.time()
+        self.runtime, self.asgi_send = runtime, send
+        self.connection_id = str(uuid.uuid4())
+        self.identity, self.ip, self.user_agent = identity, ip, user_agent
+        self.connected_at = self.last_seen = now
+        self.next_heartbeat = now + self.heartbeat_interval
+        self.channels: set[str] = set()
+        self.implicit_channels = [protocol.BROADCAST]
+        if identity.personal_channel:
+            self.implicit_channels.append(identity.personal_channel)
+        self.outbox = Outbox(config.websocket_message_queue_size)
+        self._replaying: dict[str, list[dict[str, Any]]] = {}
+        self._floors: dict[str, int] = {}
+        runtime.registry.register(self)
+        self.writer = asyncio.create_task(self._write_loop(), name=f"{self.transport}-writer-{self.connection_id}")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        config = settings.REALTIME
+        return config.websocket_heartbeat_interval if self.transport == "ws" else config.sse_heartbeat_interval
+
+    async def join_implicit(self) -> None:
+        """Join `broadcast` and the personal channel (no replay: they are joined at connect)."""
+        for channel in self.implicit_channels:
+            await self.runtime.hub.join(channel, self)
+
+    # -- frames out -----------------------------------------------------------------------------
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Called by the hub for each bus message of a joined channel."""
+        if self._replaying:
+            buffered = self._replaying.get(message["channel"])
+            if buffered is not None:
+                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
+                    self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
+                buffered.append(message)
+                return
+        offset = message["offset"]
+        if offset is not None and offset <= self._floors.get(message["channel"], 0):
+            return  # already delivered from history
+        self.push_live(message)
+
+    def push(self, item: Any, ready: bytes | None = None) -> None:
+        """Send an outbox item, or queue it; a full outbox closes the connection as a slow consumer.
+
+        Under daphne, with nothing queued and the socket keeping up, the bytes go to the socket at
+        once: no writer wake-up per message (bench/OPTIMISATIONS.md). `ready` is the item's wire
+        bytes when the caller has them (shared by all subscribers of a publish).
+        """
+        if self.closing:
+            return
+        direct = self.direct
+        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
+            direct.write(ready or self.wire([item]))
+            return
+        try:
+            self.outbox.put(item)
+        except OutboxFull:
+            logger.warning("slow consumer id=%s: outbound queue full", self.connection_id)
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full")
+
+    async def _write_loop(self) -> None:
+        """The connection's writer: drains the outbox into the socket, pausing on backpressure."""
+        probe = write_buffer_probe(self.asgi_send)
+        send = unwrap_send(self.asgi_send)  # past the handshake no middleware needs to see a frame
+        self.start_writing()
+        while True:
+            items = await self.outbox.take()
+            if not items:
+                break  # closed and drained
+            if self.direct is not None:
+                self.direct.write(self.wire(items))
+            else:
+                await self.send_items(send, items)
+            if probe is not None and probe() > HIGH_WATER and not await self._drained(probe):
+                return
+        await self.finish(send)
+        if probe is not None and probe() > 0:
+            await self._drained(probe, low=0)  # a connection that will not take its last bytes is dropped
+
+    def start_writing(self) -> None:
+        """Called by the writer before its first write."""
+
+    async def _drained(self, probe: Callable[[], int], low: int | None = None) -> bool:
+        """Wait for the socket to take its buffer; past SLOW_CONSUMER_TIMEOUT, drop the connection."""
+        timeout = self.runtime.config.slow_consumer_timeout
+        if await wait_for_drain(probe, timeout) if low is None else await wait_for_drain(probe, timeout, low):
+            return True
+        logger.warning("slow consumer id=%s: socket took nothing for a while; dropped", self.connection_id)
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer: the socket is not read")
+        abort_connection(self.asgi_send)
+        return False
+
+    # -- history replay, then live --------------------------------------------------------------
+
+    async def replay_then_live(
+        self,
+        channel: str,
+        since: int | None,
+        announce: Callable[[Recovery], Awaitable[int | None]],
+        join: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Join (when `join` is given), replay what history holds after `since`, then deliver live
+        messages without a gap or a duplicate: from the join on, live messages of the channel wait
+        until the replay is out. `announce` sends what the transport says first and returns the
+        offset the client knows up to, or None to replay nothing (a reset).
+        """
+        replay = self._replaying[channel] = []
+        try:
+            if join is not None:
+                await join()
+            recovery = await self.runtime.hub.history_read(channel, since)
+            known = await announce(recovery)
+            floor = recovery.offset if known is None else known
+            while known is not None:  # page by page: a page is bounded in bytes
+                for envelope in recovery.messages:
+                    await self.outbox.put_paced(self.encode_replayed(envelope))
+                    floor = max(floor, envelope["offset"])
+                if since is None or not (recovery.has_more and recovery.messages):
+                    break
+                recovery = await self.runtime.hub.history_read(channel, floor)
+            self._floors[channel] = floor
+            # Live messages that came during the replay follow it; the channel stays in replay
+            # until none is left, so later ones cannot overtake them.
+            while replay:
+                batch, replay[:] = replay[:], []
+                for message in batch:
+                    if message["offset"] is None or message["offset"] > floor:
+                        await self.outbox.put_paced(self.encode_live(message))
+        finally:
+            self._replaying.pop(channel, None)
+
+    def forget(self, channel: str) -> None:
+        """Leave an explicit channel."""
+        self.channels.discard(channel)
+        self._floors.pop(channel, None)
+        self.runtime.hub.leave(channel, self)
+        self.runtime.registry.channels_changed(self)
+
+    # -- timers and the end ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Called by the registry about once a second: token expiry, idleness, heartbeats."""
+        if self.closing:
+            return
+        idle_after = self.idle_timeout
+        if self.identity.expires_at is not None and now >= self.identity.expires_at:
+            self.close(CloseCode.UNAUTHENTICATED, "token expired")
+        elif idle_after and now - self.last_seen > idle_after:
+            self.close(CloseCode.IDLE, "idle timeout")
+        elif now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.heartbeat_interval
+            self.heartbeat(now)
+
+    idle_timeout = 0.0  # seconds without a client frame before an idle close (0: never)
+
+    def release(self) -> None:
+        """Leave every channel and the registry; runs once, synchronously, on the way out."""
+        self.closing = True
+        hub = self.runtime.hub
+        for channel in (*self.implicit_channels, *self.channels):
+            hub.leave(channel, self)
+        self.runtime.registry.unregister(self, int(self.close_code or CloseCode.NORMAL))
+        self.writer.cancel()
+        logger.info(
+            "disconnect id=%s transport=%s ip=%s user=%s code=%s",
+            self.connection_id, self.transport, self.ip, self.identity.user_id or "-", self.close_code,
+        )  # fmt: skip
+
+    def log_connect(self) -> None:
+        logger.info(
+            "connect id=%s transport=%s ip=%s user=%s auth=%s",
+            self.connection_id, self.transport, self.ip, self.identity.user_id or "-", self.identity.kind,
+        )  # fmt: skip
+
+
+def count_refusal(transport: str, error: StreamingError) -> None:
+    """Metrics of a refused connection."""
+    if error.status_code == 401:
+        metrics.AUTH_FAILURES.labels(transport).inc()
