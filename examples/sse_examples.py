@@ -4,7 +4,9 @@
     python examples/sse_examples.py --port 8001 channels   # one example, another port
 
 REALTIME_HOST, REALTIME_PORT and EXAMPLE_WAIT (seconds an example waits for events, default 10)
-do the same from the environment. `basic` is the design document's example as written there.
+do the same from the environment; REALTIME_API_KEY (one of the server's WS_API_KEYS) lets the
+`errors` example close its own stream as an administrator would. `basic` is the design
+document's example as written there.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, nothing to install
+# Run from a checkout with nothing installed: the client package is in clients/python.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
 
-from streaming.clients import create_sse_client
+from realtime_client import create_sse_client
 
 HOST = os.environ.get("REALTIME_HOST", "localhost")
 PORT = int(os.environ.get("REALTIME_PORT", "8000"))
 WAIT = float(os.environ.get("EXAMPLE_WAIT", "10"))
+API_KEY = os.environ.get("REALTIME_API_KEY")
 
 
 async def basic() -> None:
@@ -68,7 +72,7 @@ async def channels() -> None:
 
 async def errors() -> None:
     """The design document's SSE error handler: an administrator closes the stream, the client resumes."""
-    client = create_sse_client(host=HOST, port=PORT, reconnect_interval=1)
+    client = create_sse_client(host=HOST, port=PORT, api_key=API_KEY, reconnect_interval=1)
     resumed = asyncio.Event()
 
     @client.on_event("error")
@@ -87,6 +91,8 @@ async def errors() -> None:
     async with httpx.AsyncClient() as http:
         response = await http.delete(url, headers=client.endpoint.headers())
     print(f"DELETE /ws/connections/… -> HTTP {response.status_code}")
+    if response.status_code == 401:
+        print("closing connections needs an admin: set REALTIME_API_KEY to one of the server's WS_API_KEYS")
     if response.status_code == 204:
         await asyncio.wait_for(resumed.wait(), timeout=30)
     await client.disconnect()

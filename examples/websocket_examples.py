@@ -15,9 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, nothing to install
+# Run from a checkout with nothing installed: the client package is in clients/python.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
 
-from streaming.clients import ReplyError, create_ws_client
+from realtime_client import ReplyError, create_ws_client
 
 HOST = os.environ.get("REALTIME_HOST", "localhost")
 PORT = int(os.environ.get("REALTIME_PORT", "8000"))

@@ -20,14 +20,14 @@ REDACTED = "[redacted]"
 
 # Query parameters and form fields that carry credentials, by their decoded name: the server
 # reads `?api%5Fkey=` as `api_key`, so the log must too.
-SECRET_PARAMETERS = frozenset(
+CREDENTIAL_PARAMETER_NAMES = frozenset(
     {"token", "access_token", "api_key", "apikey", "key", "password", "refresh", "lasteventid"}
 )
 
 
 def _redact_parameter(match: re.Match) -> str:
     name = match.group(1)
-    if unquote_plus(name).lower() in SECRET_PARAMETERS:
+    if unquote_plus(name).lower() in CREDENTIAL_PARAMETER_NAMES:
         return f"{name}={REDACTED}"
     return match.group(0)
 

@@ -19,6 +19,7 @@ from streaming.api.authentication import request_identity
 from streaming.api.pagination import StrictPageNumberPagination
 from streaming.api.permissions import IsAdmin, IsAuthenticatedWhenRequired
 from streaming.auth import authorize_subscribe
+from streaming.errors import NotFound
 from streaming.runtime import get_runtime
 
 COMMON_ERRORS, ERRORS = s.COMMON_ERRORS, s.BODY_ERRORS
@@ -159,17 +160,25 @@ class ConnectionDetailView(APIView):
     permission_classes = [IsAdmin]
 
     @extend_schema(responses={200: s.ConnectionSerializer, **COMMON_ERRORS, 404: s.ErrorSerializer})
-    def get(self, request: Request, connection_id: uuid.UUID) -> Response:
+    def get(self, request: Request, connection_id: str) -> Response:
         flush_local_registry()
-        connection = selectors.connection_list().filter(id=str(connection_id)).first()
+        connection = selectors.connection_list().filter(id=_connection_id(connection_id)).first()
         if connection is None:
             return Response(protocol.error_body("not_found", "No open connection with this id."), status=404)
         return Response(s.ConnectionSerializer(connection).data)
 
     @extend_schema(responses={204: None, **COMMON_ERRORS, 404: s.ErrorSerializer})
-    def delete(self, request: Request, connection_id: uuid.UUID) -> Response:
-        services.connection_close(str(connection_id))
+    def delete(self, request: Request, connection_id: str) -> Response:
+        services.connection_close(_connection_id(connection_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _connection_id(raw: str) -> str:
+    """A connection id is a UUID; anything else names no connection (404, after authentication)."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound("No open connection with this id.") from None
 
 
 class ChannelListView(APIView):
@@ -177,7 +186,14 @@ class ChannelListView(APIView):
 
     pagination_class = StrictPageNumberPagination
 
-    @extend_schema(responses={200: s.ChannelSummarySerializer(many=True), **COMMON_ERRORS})
+    @extend_schema(
+        responses={
+            200: s.ChannelSummarySerializer(many=True),
+            400: s.ErrorSerializer,
+            **COMMON_ERRORS,
+            404: s.ErrorSerializer,
+        }
+    )
     def get(self, request: Request) -> Response:
         flush_local_registry()
         identity = request_identity(request)

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from realtime_client import ReconnectingClient, SSEClient, WebSocketClient
 
-from streaming.clients import ReconnectingClient, SSEClient, WebSocketClient
 from tests.support.server import LiveServer
 
 

@@ -1,4 +1,4 @@
-"""`python -m streaming.clients listen|publish` as a user runs it: subprocesses against real daphne."""
+"""`python -m realtime_client listen|publish` as a user runs it: subprocesses against real daphne."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.support.server import ROOT
 
 pytestmark = pytest.mark.server
 
-CLI = [sys.executable, "-m", "streaming.clients"]
+CLI = [sys.executable, "-m", "realtime_client"]
 
 
 def unique(prefix: str) -> str:

@@ -7,15 +7,18 @@ import sys
 
 import pytest
 
-from tests.support.server import ROOT
+from tests.support.server import ADMIN_KEY, ROOT
 
 pytestmark = pytest.mark.server
 
 
 def run_example(script: str, server, *names: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "examples" / script), "--host", "127.0.0.1", "--port", str(server.port)]
-    # From another directory: the scripts must find `streaming` themselves.
-    return subprocess.run([*command, "--wait", "0.3", *names], cwd="/", capture_output=True, text=True, timeout=60)
+    # From another directory: the scripts must find the client package themselves.
+    env = {"PATH": "/usr/bin:/bin", "REALTIME_API_KEY": ADMIN_KEY}
+    return subprocess.run(
+        [*command, "--wait", "0.3", *names], cwd="/", env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_websocket_examples_run_against_a_live_server(live_server):

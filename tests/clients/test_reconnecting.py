@@ -12,8 +12,7 @@ import uuid
 
 import httpx
 import pytest
-
-from streaming.clients import (
+from realtime_client import (
     AuthenticationFailed,
     ClientState,
     ConnectFailed,
@@ -23,6 +22,7 @@ from streaming.clients import (
     WebSocketClient,
     process_exception,
 )
+
 from tests.clients.conftest import eventually, publish, refusals, token_for
 from tests.support.server import ADMIN_HEADERS
 

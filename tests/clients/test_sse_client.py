@@ -6,8 +6,7 @@ import uuid
 
 import httpx
 import pytest
-
-from streaming.clients import (
+from realtime_client import (
     AccessDenied,
     AuthenticationFailed,
     ClientState,
@@ -16,6 +15,7 @@ from streaming.clients import (
     SSEClient,
     create_sse_client,
 )
+
 from tests.clients.conftest import eventually, publish, refusals, token_for
 from tests.support.server import ADMIN_HEADERS
 

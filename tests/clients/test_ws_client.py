@@ -6,8 +6,7 @@ import asyncio
 import uuid
 
 import pytest
-
-from streaming.clients import (
+from realtime_client import (
     AuthenticationFailed,
     ClientState,
     NotConnected,
@@ -16,6 +15,7 @@ from streaming.clients import (
     WebSocketClient,
     create_ws_client,
 )
+
 from tests.clients.conftest import eventually, publish, refusals, token_for
 
 pytestmark = pytest.mark.server

@@ -77,10 +77,11 @@ def usable_request_id(value: object) -> bool:
 
 
 def case(kind: str, payload: object, *outcomes: str) -> Case:
-    """A frame and its allowed outcomes; a frame over the size limit is refused before anything."""
+    """A frame and its allowed outcomes; a frame over the size limit is refused before anything:
+    the server closes the connection with 1009 (README, WEBSOCKET_MAX_MESSAGE_SIZE)."""
     frame = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     if len(frame.encode("utf-8", "surrogatepass")) > LIMIT:
-        return Case(kind, frame, frozenset({"error:message_too_large"}))
+        return Case(kind, frame, frozenset({"closed:1009"}))
     request_id = payload.get("request_id") if isinstance(payload, dict) else None
     return Case(kind, frame, frozenset(outcomes), request_id if usable_request_id(request_id) else None)
 
@@ -342,8 +343,19 @@ def is_delivery(frame: dict) -> bool:
     return "timestamp" in frame and "sender" in frame
 
 
+class Closed(Exception):
+    """The server closed the fuzzing connection."""
+
+
 def exchange(socket, frame: str | bytes, sentinel: int) -> list[dict]:
     """Send a frame, then a ping; return every reply that came before the ping's pong."""
+    try:
+        return _exchange(socket, frame, sentinel)
+    except websockets.ConnectionClosed as closed:
+        raise Closed(closed.rcvd.code if closed.rcvd else None) from None
+
+
+def _exchange(socket, frame: str | bytes, sentinel: int) -> list[dict]:
     socket.send(frame)
     socket.send(json.dumps({"action": "ping", "request_id": f"sentinel-{sentinel}"}))
     replies = []
@@ -413,11 +425,14 @@ class Bystanders:
 def test_every_fuzzed_frame_gets_its_typed_reply_and_nobody_else_notices(fuzz_server, examples, bystanders, figure):
     seen: dict[str, int] = {}
     wrong: list[tuple[Case, str]] = []
-    with (
-        Bystanders(fuzz_server.ws + "/ws/connect", bystanders) as others,
-        ws_connect(fuzz_server.ws + "/ws/connect", max_size=None, close_timeout=1) as socket,
-    ):
+
+    def fresh_socket():
+        socket = ws_connect(fuzz_server.ws + "/ws/connect", max_size=None, close_timeout=1)
         socket.recv(5)  # greeting
+        return socket
+
+    sockets = [fresh_socket()]
+    with Bystanders(fuzz_server.ws + "/ws/connect", bystanders) as others:
 
         @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(frames)
@@ -428,8 +443,12 @@ def test_every_fuzzed_frame_gets_its_typed_reply_and_nobody_else_notices(fuzz_se
         @example(case("nesting", "[" * 100_000, "error:invalid_json"))
         def fuzz(generated: Case) -> None:
             number = sum(seen.values())
-            replies = exchange(socket, generated.frame, number)
-            got = outcome(replies)
+            try:
+                replies = exchange(sockets[-1], generated.frame, number)
+                got = outcome(replies)
+            except Closed as closed:  # a frame over the limit: the next frame goes on a new connection
+                replies, got = [], f"closed:{closed.args[0]}"
+                sockets.append(fresh_socket())
             seen[generated.kind] = seen.get(generated.kind, 0) + 1
             if got not in generated.outcomes or any(
                 generated.request_id is not None and r.get("request_id") != generated.request_id for r in replies
@@ -443,6 +462,8 @@ def test_every_fuzzed_frame_gets_its_typed_reply_and_nobody_else_notices(fuzz_se
                     assert reply.get("request_id") == generated.request_id, reply
 
         fuzz()
+    for socket in sockets:
+        socket.close()
     total = sum(seen.values())
     figure(frames=total, by_kind=dict(sorted(seen.items())), wrong_replies=len(wrong),
            bystanders=bystanders, bystanders_dropped=len(others.dropped))  # fmt: skip

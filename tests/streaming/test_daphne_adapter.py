@@ -249,3 +249,38 @@ def test_autobahn_timings_still_print_as_text(deferred):
     timings = autobahn_protocol.Timings()
     timings.track("onOpen")
     assert isinstance(str(timings), str) and "onOpen" in str(timings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The launcher's listen queue, through daphne's public endpoint strings
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["-b", "0.0.0.0", "-p", "8000", "app:application"],
+            ["-e", "tcp:port=8000:interface=0.0.0.0:backlog=4096", "app:application"],
+        ),
+        (
+            ["--bind=::1", "--port=9000", "-v", "2", "app:application"],
+            ["-e", r"tcp:port=9000:interface=\:\:1:backlog=4096", "-v", "2", "app:application"],
+        ),
+        (["app:application"], ["-e", "tcp:port=8000:interface=127.0.0.1:backlog=4096", "app:application"]),
+        (["-u", "/tmp/s.sock", "app:application"], ["-u", "/tmp/s.sock", "app:application"]),
+        (["-e", "tcp:port=1", "app:application"], ["-e", "tcp:port=1", "app:application"]),
+    ],
+)
+def test_host_and_port_become_an_endpoint_with_a_listen_queue(argv, expected):
+    assert launcher.with_listen_backlog(argv) == expected
+
+
+def test_the_launched_server_listens_with_the_long_queue():
+    from daphne.cli import CommandLineInterface
+
+    interface = CommandLineInterface()
+    interface.server_class = lambda **kwargs: type(
+        "Recorded", (), {"run": lambda self: None, "abort_start": False, **kwargs}
+    )()
+    interface.run(launcher.with_listen_backlog(["-b", "127.0.0.1", "-p", "8123", "realtime_project.asgi:application"]))
+    assert interface.server.endpoints == ["tcp:port=8123:interface=127.0.0.1:backlog=4096"]

@@ -210,7 +210,7 @@ def test_server_entry_point_installs_the_redacting_access_log(monkeypatch):
     monkeypatch.setattr(cli, "AccessLogGenerator", cli.AccessLogGenerator)
     monkeypatch.setattr(sys, "argv", ["server", "-p", "1"])
     server.main()
-    assert seen == {"access_log": RedactingAccessLog, "argv": ["-p", "1"]}
+    assert seen == {"access_log": RedactingAccessLog, "argv": ["-e", "tcp:port=1:interface=127.0.0.1:backlog=4096"]}
 
 
 _URL_PASSWORDS: list[str] = []

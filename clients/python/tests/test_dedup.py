@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from streaming.clients.dedup import RecentIds, is_envelope
+from realtime_client.dedup import RecentIds, is_envelope
 
 
 def test_recent_ids_reports_an_id_seen_before():

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from streaming.clients.endpoint import Endpoint
-from streaming.clients.exceptions import ConnectFailed, ReplyError, RequestTimeout, describe
+from realtime_client.endpoint import Endpoint
+from realtime_client.exceptions import ConnectFailed, ReplyError, RequestTimeout, describe
 
 
 class HTTPPublisher:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaming.clients.sse_decoder import ServerSentEvent, SSEDecoder
+from realtime_client.sse_decoder import ServerSentEvent, SSEDecoder
 
 
 def decode(lines: list[str]) -> tuple[list[ServerSentEvent], SSEDecoder]:

@@ -3,7 +3,7 @@
 Nothing here imports Django: the package runs in any Python 3.11+ process with `websockets` and
 `httpx` installed. The design document's usage::
 
-    from streaming.clients import create_ws_client
+    from realtime_client import create_ws_client
 
     client = create_ws_client(host="localhost", port=8000, token=token)
 
@@ -15,18 +15,18 @@ Nothing here imports Django: the package runs in any Python 3.11+ process with `
     await client.subscribe_to_channel("test_channel")
     await client.send_to_channel("test_channel", "Hello!")
 
-The command line (`python -m streaming.clients listen|publish …`) is in `__main__`.
+The command line (`python -m realtime_client listen|publish …`) is in `__main__`.
 """
 
-from streaming.clients.backoff import Backoff
-from streaming.clients.contexts import (
+from realtime_client.backoff import Backoff
+from realtime_client.contexts import (
     ClientState,
     ConnectedContext,
     DisconnectedContext,
     ErrorContext,
     ReconnectedContext,
 )
-from streaming.clients.exceptions import (
+from realtime_client.exceptions import (
     AccessDenied,
     AuthenticationFailed,
     ClientError,
@@ -40,10 +40,10 @@ from streaming.clients.exceptions import (
     RequestTimeout,
     TransportError,
 )
-from streaming.clients.publisher import HTTPPublisher
-from streaming.clients.reconnecting import ReconnectingClient, process_exception
-from streaming.clients.sse_client import SSEClient, create_sse_client
-from streaming.clients.ws_client import WebSocketClient, create_ws_client
+from realtime_client.publisher import HTTPPublisher
+from realtime_client.reconnecting import ReconnectingClient, process_exception
+from realtime_client.sse_client import SSEClient, create_sse_client
+from realtime_client.ws_client import WebSocketClient, create_ws_client
 
 __all__ = [
     "AccessDenied",

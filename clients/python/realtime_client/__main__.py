@@ -1,7 +1,7 @@
 """Command line: `listen` prints delivered envelopes as JSON lines, `publish` sends one over HTTP.
 
-    python -m streaming.clients listen --url ws://127.0.0.1:8000 --channel news [--token T] [--api-key K] [--sse]
-    python -m streaming.clients publish --url http://127.0.0.1:8000 --channel news --content '{"a":1}' [--persist]
+    python -m realtime_client listen --url ws://127.0.0.1:8000 --channel news [--token T] [--api-key K] [--sse]
+    python -m realtime_client publish --url http://127.0.0.1:8000 --channel news --content '{"a":1}' [--persist]
 
 `listen` writes one JSON line per envelope to stdout (status lines go to stderr) and keeps going
 across reconnections; `--count N` stops after N envelopes. `publish` prints the server's JSON
@@ -16,17 +16,17 @@ import json
 import sys
 from typing import Any
 
-from streaming.clients.contexts import ReconnectedContext
-from streaming.clients.endpoint import Endpoint
-from streaming.clients.exceptions import ClientError
-from streaming.clients.publisher import HTTPPublisher
-from streaming.clients.reconnecting import ReconnectingClient
-from streaming.clients.sse_client import SSEClient
-from streaming.clients.ws_client import WebSocketClient
+from realtime_client.contexts import ReconnectedContext
+from realtime_client.endpoint import Endpoint
+from realtime_client.exceptions import ClientError
+from realtime_client.publisher import HTTPPublisher
+from realtime_client.reconnecting import ReconnectingClient
+from realtime_client.sse_client import SSEClient
+from realtime_client.ws_client import WebSocketClient
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m streaming.clients", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m realtime_client", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     listen = commands.add_parser("listen", help="print every envelope delivered to the given channels")

@@ -14,10 +14,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from streaming.clients.contexts import ConnectedContext
-from streaming.clients.dedup import is_envelope
-from streaming.clients.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
-from streaming.clients.exceptions import (
+from realtime_client.contexts import ConnectedContext
+from realtime_client.dedup import is_envelope
+from realtime_client.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
+from realtime_client.exceptions import (
     AccessDenied,
     AuthenticationFailed,
     ClientError,
@@ -28,8 +28,8 @@ from streaming.clients.exceptions import (
     RequestTimeout,
     describe,
 )
-from streaming.clients.handlers import Handler
-from streaming.clients.reconnecting import ReconnectingClient
+from realtime_client.handlers import Handler
+from realtime_client.reconnecting import ReconnectingClient
 
 # daphne drops the reason the server gives when closing, so the client names each code itself.
 CLOSE_REASONS = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from streaming.clients.exceptions import ClientError
+from realtime_client.exceptions import ClientError
 
 
 class ClientState(Enum):

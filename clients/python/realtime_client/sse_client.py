@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from streaming.clients.contexts import ConnectedContext
-from streaming.clients.dedup import is_envelope
-from streaming.clients.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
-from streaming.clients.exceptions import (
+from realtime_client.contexts import ConnectedContext
+from realtime_client.dedup import is_envelope
+from realtime_client.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
+from realtime_client.exceptions import (
     AuthenticationFailed,
     ClientError,
     ConnectFailed,
@@ -21,10 +21,10 @@ from streaming.clients.exceptions import (
     RequestTimeout,
     describe,
 )
-from streaming.clients.handlers import Handler
-from streaming.clients.publisher import HTTPPublisher
-from streaming.clients.reconnecting import ReconnectingClient
-from streaming.clients.sse_decoder import ServerSentEvent, SSEDecoder
+from realtime_client.handlers import Handler
+from realtime_client.publisher import HTTPPublisher
+from realtime_client.reconnecting import ReconnectingClient
+from realtime_client.sse_decoder import ServerSentEvent, SSEDecoder
 
 # A `stream-error` condition, as the WebSocket close code that means the same.
 CONDITION_CODES = {

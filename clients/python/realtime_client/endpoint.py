@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from streaming.clients.exceptions import AccessDenied, AuthenticationFailed, ClientError, ConnectFailed, Refused
+from realtime_client.exceptions import AccessDenied, AuthenticationFailed, ClientError, ConnectFailed, Refused
 
 DEFAULT_API_KEY_HEADER = "X-API-Key"
 RETRYABLE_STATUSES = frozenset({408, 425, 429})

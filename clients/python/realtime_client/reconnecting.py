@@ -10,17 +10,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streaming.clients.backoff import Backoff
-from streaming.clients.contexts import (
+from realtime_client.backoff import Backoff
+from realtime_client.contexts import (
     ClientState,
     ConnectedContext,
     DisconnectedContext,
     ErrorContext,
     ReconnectedContext,
 )
-from streaming.clients.dedup import RecentIds
-from streaming.clients.endpoint import Endpoint
-from streaming.clients.exceptions import (
+from realtime_client.dedup import RecentIds
+from realtime_client.endpoint import Endpoint
+from realtime_client.exceptions import (
     ClientError,
     ConnectFailed,
     NotConnected,
@@ -28,9 +28,9 @@ from streaming.clients.exceptions import (
     RequestTimeout,
     TransportError,
 )
-from streaming.clients.handlers import Dispatcher, Handler, Handlers
+from realtime_client.handlers import Dispatcher, Handler, Handlers
 
-default_logger = logging.getLogger("streaming.clients")
+default_logger = logging.getLogger("realtime_client")
 
 NORMAL_CLOSURE = 1000
 _END = object()
@@ -68,7 +68,7 @@ class ReconnectingClient:
         auto_reconnect: bool = True,
         max_reconnect_attempts: int | None = 10,
         reconnect_interval: float = 5.0,
-        max_reconnect_delay: float = 60.0,
+        max_reconnect_delay: float = 10.0,
         stable_after: float = 10.0,
         open_timeout: float = 10.0,
         request_timeout: float = 10.0,

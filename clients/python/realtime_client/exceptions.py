@@ -26,7 +26,7 @@ from typing import Any
 
 
 class ClientError(Exception):
-    """Base of every error raised by `streaming.clients`."""
+    """Base of every error raised by `realtime_client`."""
 
 
 class TransportError(ClientError):

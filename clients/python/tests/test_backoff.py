@@ -7,8 +7,7 @@ import random
 import statistics
 
 import pytest
-
-from streaming.clients import Backoff, create_sse_client, create_ws_client
+from realtime_client import Backoff, create_sse_client, create_ws_client
 
 
 def test_backoff_ceiling_doubles_from_the_initial_interval_up_to_the_cap():
@@ -70,3 +69,11 @@ def test_clients_build_their_backoff_from_reconnect_interval_and_an_injected_rng
     expected = Backoff(2, 30, rng=random.Random(1))
     assert [client.backoff.ceiling(n) for n in range(6)] == [2, 4, 8, 16, 30, 30]
     assert list(itertools.islice(client.backoff, 5)) == list(itertools.islice(expected, 5))
+
+
+@pytest.mark.parametrize("factory", [create_ws_client, create_sse_client])
+def test_with_the_design_documents_settings_no_wait_exceeds_ten_seconds(factory):
+    """A server that is back is rejoined within max(max_reconnect_delay, reconnect_interval)."""
+    client = factory(host="localhost", port=8000, reconnect_interval=5, max_reconnect_attempts=10)
+    assert [client.backoff.ceiling(n) for n in range(10)] == [5] + [10] * 9
+    assert max(itertools.islice(client.backoff, 1000)) <= 10

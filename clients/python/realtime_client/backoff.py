@@ -18,7 +18,7 @@ class Backoff(Iterator[float]):
     def __init__(
         self,
         initial: float = 5.0,
-        maximum: float = 60.0,
+        maximum: float = 10.0,
         factor: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
