@@ -1,4 +1,10 @@
-"""`NotificationMessage`: a notification to hand to the connection manager (design document)."""
+"""`NotificationMessage`: a notification to hand to the connection manager (design document)::
+
+from notifications import NotificationMessage
+from streaming import connection_manager
+
+await connection_manager.send_to_user("user123", NotificationMessage(title="Hi"))
+"""
 
 from __future__ import annotations
 
@@ -28,3 +34,10 @@ class NotificationMessage:
             raise InvalidMessage("title is 1-200 characters.", fields={"title": "invalid"})
         if isinstance(self.duration, bool) or not isinstance(self.duration, int) or self.duration < 0:
             raise InvalidMessage("duration is a non-negative number of milliseconds.", fields={"duration": "invalid"})
+
+    async def adeliver(self, *, channel: str | None = None, user_id: str | None = None) -> Any:
+        """Store this notification and deliver it to everyone, a channel or a user (the
+        `streaming.manager.Deliverable` protocol: how `connection_manager` hands it on)."""
+        from notifications.services import anotification_create
+
+        return await anotification_create(message=self, channel=channel, user_id=user_id)

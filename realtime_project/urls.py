@@ -11,7 +11,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
     path("", include("streaming.api.urls")),
-    path("", include("notifications.urls")),
+    path("", include("notifications.api.urls")),
     path("", include("streaming.pages")),
     re_path(r"^(?:api|ws)/", views.api_not_found),  # last: what no route above matched
 ]

@@ -1,28 +1,35 @@
 """The server-side Python API of the design document: `connection_manager`.
 
-    from streaming import connection_manager, NotificationMessage
+    from streaming import connection_manager
 
     await connection_manager.broadcast_to_all({"type": "news", "content": {...}})
     await connection_manager.broadcast_to_channel("important_updates", message, persist=True)
-    await connection_manager.send_to_user("user123", NotificationMessage(title="Hi"))
+    await connection_manager.send_to_user("user123", notification)  # a NotificationMessage
 
-A message is a `NotificationMessage` (stored as a notification, delivered as `notification`), a
-dict with `content` and optionally `type` and `id`, or any other JSON value (the content of a
-`message`). Every method is a coroutine; sync code calls `streaming.services` directly.
+A message is a `Deliverable` — an object that delivers itself, such as the notifications app's
+`NotificationMessage` (stored, then delivered as `notification`) — a dict with `content` and optionally
+`type` and `id`, or any other JSON value (the content of a `message`). Every method is a
+coroutine; sync code calls `streaming.services` directly.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from channels.db import database_sync_to_async
 
-from notifications.messages import NotificationMessage
-from notifications.services import anotification_create
 from streaming import protocol, selectors, services
 from streaming.registry import reap_dead_processes
 from streaming.runtime import get_runtime
+
+
+@runtime_checkable
+class Deliverable(Protocol):
+    """A message that delivers itself, e.g. a notification that is stored first."""
+
+    async def adeliver(self, *, channel: str | None = None, user_id: str | None = None) -> Any:
+        """Deliver to a channel, a user, or (neither given) everyone."""
 
 
 def _parts(message: Any) -> dict[str, Any]:
@@ -40,20 +47,20 @@ class ConnectionManager:
 
     async def broadcast_to_all(self, message: Any) -> services.Published | Any:
         """Send to every connection on both transports."""
-        if isinstance(message, NotificationMessage):
-            return await anotification_create(message=message)
+        if isinstance(message, Deliverable):
+            return await message.adeliver()
         return await services.abroadcast(**_parts(message))
 
     async def broadcast_to_channel(self, channel: str, message: Any, persist: bool = False) -> Any:
         """Send to a channel's subscribers; `persist=True` stores it for recovery and new subscribers."""
-        if isinstance(message, NotificationMessage):
-            return await anotification_create(message=message, channel=channel)
+        if isinstance(message, Deliverable):
+            return await message.adeliver(channel=channel)
         return await services.apublish_to_channel(channel=channel, persist=persist, **_parts(message))
 
     async def send_to_user(self, user_id: str, message: Any) -> Any:
         """Send to every connection of one user."""
-        if isinstance(message, NotificationMessage):
-            return await anotification_create(message=message, user_id=user_id)
+        if isinstance(message, Deliverable):
+            return await message.adeliver(user_id=user_id)
         return await services.apublish_to_user(user_id=user_id, **_parts(message))
 
     async def disconnect(self, connection_id: str, code: int = protocol.CloseCode.CLOSED_BY_ADMIN) -> None:

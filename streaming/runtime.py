@@ -14,6 +14,7 @@ import logging
 import weakref
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from streaming.hub import Hub
@@ -77,6 +78,15 @@ def registry_health() -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+def flush_local_registry() -> None:
+    """Write this process's pending registry changes so reads see its own connections (sync code)."""
+
+    async def flush() -> None:
+        await get_runtime().registry.flush()
+
+    async_to_sync(flush)()
 
 
 async def start_runtime() -> Runtime:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
@@ -20,21 +19,12 @@ from streaming.api.pagination import StrictPageNumberPagination
 from streaming.api.permissions import IsAdmin, IsAuthenticatedWhenRequired
 from streaming.auth import authorize_subscribe
 from streaming.errors import NotFound
-from streaming.runtime import get_runtime
+from streaming.runtime import flush_local_registry
 
 COMMON_ERRORS, ERRORS = s.COMMON_ERRORS, s.BODY_ERRORS
 CHANNEL_NAME = OpenApiParameter(
     "name", str, OpenApiParameter.PATH, pattern=protocol.CHANNEL_RE.pattern, description="A channel name."
 )
-
-
-async def _flush_local() -> None:
-    await get_runtime().registry.flush()
-
-
-def flush_local_registry() -> None:
-    """Write this process's pending registry changes so reads see its own connections."""
-    async_to_sync(_flush_local)()
 
 
 def _accepted(published: services.Published) -> Response:

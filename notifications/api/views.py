@@ -1,17 +1,23 @@
-"""HTTP API of notifications: send one (`/sse/notification`), and the caller's notification centre."""
+"""Views of the notifications API: send one (`/sse/notification`), and the caller's notification centre."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from notifications.api.serializers import (
+    NotificationReadSerializer,
+    NotificationSendSerializer,
+    NotificationSentSerializer,
+    NotificationSerializer,
+    NotificationsMarkedSerializer,
+)
 from notifications.messages import NotificationMessage
-from notifications.models import Level, Notification
 from notifications.selectors import caller_channels, notification_list
 from notifications.services import notification_create, notification_mark_all_read, notification_mark_read
 from streaming import protocol
@@ -21,63 +27,10 @@ from streaming.api.permissions import IsAuthenticatedCaller
 from streaming.api.serializers import (
     BODY_ERRORS,
     COMMON_ERRORS,
-    ChannelField,
     ErrorSerializer,
-    StrictSerializer,
-    UserIdField,
 )
-from streaming.api.views import flush_local_registry
 from streaming.errors import Forbidden, NotFound
-
-
-class NotificationSendSerializer(StrictSerializer):
-    title = serializers.CharField(max_length=200)
-    content = serializers.CharField(allow_blank=True, max_length=100_000)
-    type = serializers.ChoiceField(choices=Level.values, default=Level.INFO)
-    auto_hide = serializers.BooleanField(required=False, default=True)
-    duration = serializers.IntegerField(required=False, default=5000, min_value=0, max_value=3_600_000)
-    channel = ChannelField(required=False)
-    user_id = UserIdField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("channel") and attrs.get("user_id"):
-            raise serializers.ValidationError("Give a channel or a user_id, not both.")
-        return attrs
-
-
-class NotificationSentSerializer(serializers.Serializer):
-    id = serializers.CharField(help_text="The id of the delivered envelope.")
-    notification_id = serializers.IntegerField()
-
-
-class NotificationReadSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    read = serializers.BooleanField()
-
-
-class NotificationsMarkedSerializer(serializers.Serializer):
-    marked = serializers.IntegerField(help_text="How many notifications were marked read.")
-
-
-class NotificationSerializer(serializers.ModelSerializer):
-    type = serializers.CharField(source="level")
-    read = serializers.BooleanField(source="is_read")
-
-    class Meta:
-        model = Notification
-        fields = [
-            "id",
-            "title",
-            "content",
-            "type",
-            "auto_hide",
-            "duration",
-            "target",
-            "channel",
-            "user_id",
-            "created_at",
-            "read",
-        ]
+from streaming.runtime import flush_local_registry
 
 
 class NotificationSendView(APIView):

@@ -1,0 +1,1 @@
+"""HTTP API of the notifications app (the same layout as `streaming.api`)."""
