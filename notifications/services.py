@@ -54,7 +54,7 @@ async def anotification_create(**kwargs: Any) -> Notification:
 
 
 def notification_content(notification: Notification) -> dict[str, Any]:
-    """The envelope `content` of a notification (SPEC §5), with its id for read receipts."""
+    """The envelope `content` of a notification (README, "WebSocket protocol"), with its id for read receipts."""
     content = protocol.notification_content(
         title=notification.title,
         content=notification.content,

@@ -207,7 +207,7 @@ def _first(values: Iterable[str] | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Channel permissions (SPEC §3)
+# Channel permissions (README, "Channels")
 
 
 def authorize_subscribe(identity: Identity, channel: str) -> None:

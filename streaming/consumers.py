@@ -18,6 +18,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from streaming import protocol, security, selectors, services
@@ -117,7 +118,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         self.accepted = True
         self.open(runtime, self.base_send, identity, ip, headers.get("user-agent", ""))
-        config = runtime.config
+        config = settings.REALTIME
         self.idle_timeout = config.websocket_disconnect_timeout
         # One rate budget per client (user, else address), shared by its connections of this process.
         self._client_key = f"user:{identity.user_id}" if identity.user_id else f"ip:{ip or self.connection_id}"
@@ -212,7 +213,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             text, allowed = self._admit_frame(message)
             if not allowed:
                 request_id = protocol.request_id_of(_decode_or_none(text))
-                raise RateLimited(f"More than {self.runtime.config.client_rate_limit:g} messages/s.")
+                raise RateLimited(f"More than {settings.REALTIME.client_rate_limit:g} messages/s.")
             payload = protocol.decode(text)
             request_id = protocol.request_id_of(payload)
             frame = protocol.parse_frame(payload)
@@ -241,7 +242,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             raise (
                 RateLimited() if not allowed else InvalidMessage("Binary frames are not supported; send JSON as text.")
             )
-        limit = self.runtime.config.websocket_max_message_size
+        limit = settings.REALTIME.websocket_max_message_size
         if len(text) > limit // 4 and len(text.encode("utf-8", "surrogatepass")) > limit:
             raise MessageTooLarge(f"Frames are limited to {limit} bytes.")
         return text, allowed
@@ -258,9 +259,9 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         channel, since = data["channel"], data.get("since")
         authorize_subscribe(self.identity, channel)
         fresh = channel not in self.channels and channel not in self.implicit_channels
-        if fresh and len(self.channels) >= self.runtime.config.max_subscriptions_per_connection:
+        if fresh and len(self.channels) >= settings.REALTIME.max_subscriptions_per_connection:
             raise TooManySubscriptions(
-                f"At most {self.runtime.config.max_subscriptions_per_connection} channels per connection."
+                f"At most {settings.REALTIME.max_subscriptions_per_connection} channels per connection."
             )
 
         async def announce(recovery: Recovery) -> int:

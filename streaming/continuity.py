@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,18 +29,6 @@ from streaming.history import history_heads, history_read
 logger = logging.getLogger(__name__)
 
 Dispatch = Callable[[dict[str, Any]], None]
-
-
-def replayed_message(envelope: dict[str, Any]) -> dict[str, Any]:
-    """A bus message rebuilt from a history row (for a recovered offset)."""
-    return {
-        "type": "hub.publish",
-        "channel": envelope["channel"],
-        "offset": envelope["offset"],
-        "event": envelope["type"],
-        "text": protocol.encode(envelope),
-        "sent_at": time.time(),
-    }
 
 
 class Continuity:
@@ -146,7 +133,11 @@ class Continuity:
                 offset = envelope["offset"]
                 if last < offset <= upto:
                     missing += offset - last - 1
-                    self.dispatch(replayed_message(envelope))
+                    self.dispatch(
+                        protocol.bus_message(
+                            envelope["channel"], protocol.encode(envelope), envelope["offset"], envelope["type"]
+                        )
+                    )
                     last = offset
         missing += upto - last
         if missing:

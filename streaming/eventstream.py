@@ -9,10 +9,8 @@ The event-id format (`channel:offset,…`) and SSE encoding are django-eventstre
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from django.db import transaction
 from django_eventstream.channelmanager import ChannelManagerBase
 from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
@@ -27,12 +25,11 @@ class HistoryStorage(StorageBase):
     """django-eventstream storage backed by the channel history (`streaming.history`)."""
 
     def append_event(self, channel: str, event_type: str, data: str) -> Event:
-        """Persist an event (data is JSON text) and deliver it after commit."""
-        envelope = services.build_envelope(channel=channel, content=protocol.decode(data), type=event_type)
-        with transaction.atomic():
-            outgoing = services.prepare(channel, envelope, persist=True)
-            transaction.on_commit(partial(services.send_after_commit, outgoing))
-        return Event(channel, event_type, data, id=outgoing.envelope["offset"])
+        """Persist an event (data is JSON text) and deliver it after commit: the one publish path."""
+        published = services.publish_to_channel(
+            channel=channel, content=protocol.decode(data), type=event_type, persist=True
+        )
+        return Event(channel, event_type, data, id=published.offset)
 
     def get_events(self, channel: str, last_id: int, limit: int = 100) -> list[Event]:
         """Events after `last_id`; EventDoesNotExist when history no longer reaches back."""
@@ -49,7 +46,7 @@ class HistoryStorage(StorageBase):
 
 
 class ChannelPermissions(ChannelManagerBase):
-    """django-eventstream channel manager applying the channel rules of SPEC §3."""
+    """django-eventstream channel manager applying the channel rules (README, "Channels")."""
 
     def get_channels_for_request(self, request: Any, view_kwargs: dict) -> set[str]:
         return set(protocol.channel_names(*request.GET.getlist("channels"), *request.GET.getlist("channel")))

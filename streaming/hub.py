@@ -71,7 +71,7 @@ class Hub:
         """Add a local subscriber; the first one makes the process join the channel's group.
 
         The hub calls `subscriber.deliver(message)` for every bus message of the channel (see
-        `bus_message`); persisted ones come in offset order without gaps (see `continuity.py`).
+        `protocol.bus_message`); persisted ones come in offset order without gaps (see `continuity.py`).
         The same dict goes to every local subscriber, which may cache a derived encoding in it
         (the SSE frame) but must not change what is there.
         """
@@ -185,18 +185,3 @@ class Hub:
         # deliver() never changes membership synchronously, so the set can be iterated as is.
         for subscriber in members:
             subscriber.deliver(message)
-
-
-def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
-    """The bus message of one publish: the encoded envelope plus what routing needs.
-
-    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`.
-    """
-    return {
-        "type": "hub.publish",
-        "channel": channel,
-        "offset": offset,
-        "event": event,
-        "text": text,
-        "sent_at": time.time(),
-    }

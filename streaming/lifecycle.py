@@ -34,7 +34,7 @@ def admission_refusal(
 ) -> StreamingError | None:
     """Why a new connection is refused, as the error each endpoint turns into a close code or an
     HTTP status (README, "Authentication and security"); None when it is admitted."""
-    config = runtime.config
+    config = settings.REALTIME
     reason = security.refusal(ip, origin)
     if reason is not None:
         return Forbidden(reason)
@@ -97,7 +97,7 @@ class ClientConnection:
 
     def open(self, runtime: Any, send: Any, identity: Identity, ip: str | None, user_agent: str) -> None:
         """Start the connection's life in this process: registry row, outbox and writer."""
-        config = runtime.config
+        config = settings.REALTIME
         now = time.time()
         self.runtime, self.asgi_send = runtime, send
         self.connection_id = str(uuid.uuid4())
@@ -131,7 +131,7 @@ class ClientConnection:
         if self._replaying:
             buffered = self._replaying.get(message["channel"])
             if buffered is not None:
-                if len(buffered) >= self.outbox.limit + self.runtime.config.channel_history_size:
+                if len(buffered) >= self.outbox.limit + settings.REALTIME.channel_history_size:
                     self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
                 buffered.append(message)
                 return
@@ -183,7 +183,7 @@ class ClientConnection:
 
     async def _drained(self, probe: Callable[[], int], low: int | None = None) -> bool:
         """Wait for the socket to take its buffer; past SLOW_CONSUMER_TIMEOUT, drop the connection."""
-        timeout = self.runtime.config.slow_consumer_timeout
+        timeout = settings.REALTIME.slow_consumer_timeout
         if await wait_for_drain(probe, timeout) if low is None else await wait_for_drain(probe, timeout, low):
             return True
         logger.warning("slow consumer id=%s: socket took nothing for a while; dropped", self.connection_id)

@@ -18,6 +18,7 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from streaming import protocol, selectors, services
 from streaming.registry import reap_dead_processes
@@ -70,7 +71,7 @@ class ConnectionManager:
     async def cleanup_inactive_connections(self) -> int:
         """Close this process's idle connections and reap dead processes' rows; returns the count."""
         runtime = get_runtime()
-        config = runtime.config
+        config = settings.REALTIME
         closed = 0
         if config.websocket_disconnect_timeout:
             now = time.time()

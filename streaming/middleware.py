@@ -15,7 +15,8 @@ from streaming.errors import Unauthenticated
 
 
 class IdentityMiddleware:
-    """Sets `scope["identity"]` from the credentials of SPEC §4, else the session user.
+    """Sets `scope["identity"]` from the credentials (README, "Authentication and security"), else
+    the session user.
 
     A credential that is present but invalid leaves `scope["auth_error"]` (its reason) and an
     anonymous identity: the endpoint refuses the connection whatever its auth setting.

@@ -1,4 +1,5 @@
-"""The browser test pages of the two transports (SPEC §11), each served only while its transport is enabled."""
+"""The browser test pages of the two transports (README, "Quick start"), each served only while
+its transport is enabled."""
 
 from __future__ import annotations
 

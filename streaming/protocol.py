@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ RESERVED_TYPES = frozenset(
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes the server uses (SPEC §5)."""
+    """WebSocket close codes the server uses (README, "WebSocket protocol")."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -180,7 +181,7 @@ def envelope(
     id: str | None = None,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
-    """The one envelope of every delivered message, on both transports (SPEC §5)."""
+    """The one envelope of every delivered message, on both transports (README, "WebSocket protocol")."""
     return {
         "id": id or new_id(),
         "type": type,
@@ -190,6 +191,16 @@ def envelope(
         "timestamp": timestamp or now_iso(),
         "offset": offset,
     }
+
+
+def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
+    """What the bus carries for one publish: the encoded envelope plus what routing needs.
+
+    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`.
+    Subscribers may cache derived encodings in it (`ws`, `sse`, `sse_chunk`); see `hub.py`.
+    """
+    return {"type": "hub.publish", "channel": channel, "offset": offset, "event": event, "text": text,
+            "sent_at": time.time()}  # fmt: skip
 
 
 def notification_content(*, title: str, content: Any, level: str, auto_hide: bool, duration: int) -> dict[str, Any]:

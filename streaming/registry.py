@@ -78,10 +78,6 @@ class ConnectionRegistry:
         self._failing_since: float | None = None  # monotonic time of the first failed flush in a row
         self._reaped = False  # set by a write that found this process reaped by a peer
 
-    @property
-    def config(self) -> Any:
-        return settings.REALTIME
-
     # -- local state ------------------------------------------------------------------------
 
     def count(self, transport: str) -> int:
@@ -89,7 +85,7 @@ class ConnectionRegistry:
 
     def refusal(self, identity: Identity, ip: str | None) -> str | None:
         """Why this process refuses one more connection of this client (per-user/per-IP limits)."""
-        config = self.config
+        config = settings.REALTIME
         return self.clients.refusal(
             identity.user_id, ip, config.max_connections_per_user, config.max_connections_per_ip
         )
@@ -156,7 +152,7 @@ class ConnectionRegistry:
             await asyncio.gather(self._inflight, return_exceptions=True)
 
     def _tick_seconds(self) -> float:
-        config = self.config
+        config = settings.REALTIME
         candidates = [
             TICK_SECONDS,
             config.websocket_heartbeat_interval / 4,
@@ -178,7 +174,7 @@ class ConnectionRegistry:
                     connection.tick(now)
                 self._export_metrics()
                 if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + self.config.registry_flush_interval
+                    next_flush = time.monotonic() + settings.REALTIME.registry_flush_interval
                     await self.flush()
             except asyncio.CancelledError:
                 raise
@@ -223,7 +219,7 @@ class ConnectionRegistry:
                 self._reaped = False
                 self._reopen_all()
             if heartbeat_due:
-                self._next_heartbeat = time.monotonic() + self.config.liveness_window / 4
+                self._next_heartbeat = time.monotonic() + settings.REALTIME.liveness_window / 4
             if expire:
                 self._next_expiry = time.monotonic() + HISTORY_EXPIRY_SECONDS
 
@@ -232,7 +228,7 @@ class ConnectionRegistry:
         if self._failing_since is None:
             return None
         failing = time.monotonic() - self._failing_since
-        if failing < max(2.0, 3 * self.config.registry_flush_interval):
+        if failing < max(2.0, 3 * settings.REALTIME.registry_flush_interval):
             return None
         return f"registry writes failing for {failing:.0f} s"
 
@@ -276,10 +272,10 @@ class ConnectionRegistry:
             logger.error("registry batch refused (%s); writing connection by connection", error)
             self._write_each(pending, seen, now)
         if heartbeat:
-            reap_dead_processes(self.config.liveness_window, exclude=self.process_id)
+            reap_dead_processes(settings.REALTIME.liveness_window, exclude=self.process_id)
         if expire:
             history_expire()
-            prune_closed_connections(self.config.closed_connection_retention)
+            prune_closed_connections(settings.REALTIME.closed_connection_retention)
 
     def _write_changes(self, pending: _Pending, seen: dict[str, float]) -> None:
         if pending.opened:
@@ -367,7 +363,7 @@ class ConnectionRegistry:
                 id=connection_id,
                 closed_at__isnull=True,
                 process__stopped_at__isnull=True,
-                process__last_heartbeat__gte=timezone.now() - timedelta(seconds=self.config.liveness_window),
+                process__last_heartbeat__gte=timezone.now() - timedelta(seconds=settings.REALTIME.liveness_window),
             )
             .values_list("process__bus_channel", flat=True)
             .first()

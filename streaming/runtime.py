@@ -15,7 +15,6 @@ import weakref
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
 
 from streaming.hub import Hub
 from streaming.registry import ConnectionRegistry
@@ -33,10 +32,6 @@ class Runtime:
         self.hub = Hub(commands={"hub.close": self.registry.hub_close})
         self._started = False
         self._lock = asyncio.Lock()
-
-    @property
-    def config(self) -> Any:
-        return settings.REALTIME
 
     async def start(self) -> Runtime:
         """Join the bus and start the per-process task (idempotent)."""

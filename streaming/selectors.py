@@ -44,7 +44,7 @@ def connection_list(
 
 
 def connection_stats() -> dict[str, Any]:
-    """The stats document of SPEC §7 (the design document's keys), for the whole cluster."""
+    """The stats document of the README's "HTTP API" (the design document's keys), for the whole cluster."""
     config = settings.REALTIME
     processes = max(1, live_processes().count())
     counts = live_connections().aggregate(

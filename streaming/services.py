@@ -28,7 +28,6 @@ from django.db import transaction
 from streaming import metrics, protocol
 from streaming.errors import MessageTooLarge, NotFound, StreamingError, Unavailable
 from streaming.history import history_append
-from streaming.hub import bus_message
 from streaming.runtime import running_runtime
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class Outgoing:
         return Published(self.envelope["id"], self.channel, self.envelope["offset"])
 
     def bus_message(self) -> dict[str, Any]:
-        return bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"])
+        return protocol.bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"])
 
 
 def build_envelope(
@@ -165,10 +164,6 @@ def _deliver_locally(outgoing: Outgoing) -> None:
     runtime = running_runtime()
     if runtime is not None:
         runtime.hub.hub_publish(outgoing.bus_message())
-
-
-def undelivered_count() -> int:
-    return len(_undelivered)
 
 
 async def aretry_undelivered() -> int:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from django.conf import settings
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
 from streaming import protocol, security
@@ -99,7 +100,7 @@ def _sentence(text: str) -> str:
 
 def admit(scope: dict[str, Any], runtime: Runtime) -> Admission:
     """Check a stream request (README, "Server-Sent Events"); raise the StreamingError that refuses it."""
-    config = runtime.config
+    config = settings.REALTIME
     headers = security.scope_headers(scope)
     ip = security.scope_client_ip(scope, headers)
     origin = headers.get("origin")
@@ -156,7 +157,7 @@ class EventStreamEndpoint:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers = security.scope_headers(scope)
         runtime = await start_runtime()
-        retry_seconds = max(1, runtime.config.sse_retry_timeout // 1000)
+        retry_seconds = max(1, settings.REALTIME.sse_retry_timeout // 1000)
         try:
             if scope.get("method") not in ("GET", "HEAD"):
                 raise InvalidMessage("Open a stream with GET.")
@@ -194,7 +195,7 @@ class SSEListener(ClientConnection):
         gone = asyncio.create_task(self._wait_disconnect(receive))
         self.log_connect()
         try:
-            retry = f"retry: {runtime.config.sse_retry_timeout}\n".encode()
+            retry = f"retry: {settings.REALTIME.sse_retry_timeout}\n".encode()
             self.push(retry + sse_event("connected", protocol.encode(self._greeting())))
             await self._open_channels()
             await asyncio.wait([self.writer, gone], return_when=asyncio.FIRST_COMPLETED)
@@ -210,7 +211,7 @@ class SSEListener(ClientConnection):
         greeting = protocol.connected(
             connection_id=self.connection_id,
             user_id=self.identity.user_id,
-            heartbeat_interval=self.runtime.config.sse_heartbeat_interval,
+            heartbeat_interval=settings.REALTIME.sse_heartbeat_interval,
         )
         greeting["data"]["channels"] = [*self.admission.channels, *self.implicit_channels]
         return greeting

@@ -1,4 +1,5 @@
-"""DRF authentication with the credentials of SPEC §4 (JWT, API key), and the caller's identity."""
+"""DRF authentication with the product's credentials (JWT, API key; README, "Authentication and
+security"), and the caller's identity."""
 
 from __future__ import annotations
 

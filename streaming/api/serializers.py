@@ -12,7 +12,7 @@ from streaming.models import Connection
 
 
 class ChannelField(serializers.CharField):
-    """A channel name (SPEC §3)."""
+    """A channel name (README, "Channels")."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 100)

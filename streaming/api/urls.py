@@ -1,4 +1,4 @@
-"""URLs of the HTTP API (SPEC §7)."""
+"""URLs of the HTTP API (README, "HTTP API")."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView

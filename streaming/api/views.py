@@ -1,4 +1,4 @@
-"""HTTP API of SPEC §7: publish, stats, live connections, channels and their history."""
+"""The HTTP API (README, "HTTP API"): publish, stats, live connections, channels and their history."""
 
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ async def test_kill_9_of_one_of_two_backends_holding_1000_connections(cluster, f
     assert back_within <= 15
     assert not wrong, f"{len(wrong)} subscribers lost or repeated messages"
     assert ghosts_left_after is not None, "the killed backend's connections were not reaped"
-    assert ghosts_left_after <= 2 * float(ENV["WEBSOCKET_DISCONNECT_TIMEOUT"])  # SPEC §9
+    assert ghosts_left_after <= 2 * float(ENV["WEBSOCKET_DISCONNECT_TIMEOUT"])  # README, "Architecture"
 
 
 async def test_postgres_stopped_publishes_get_503_then_work_without_a_server_restart(cluster, postgres, figure):

@@ -1,10 +1,10 @@
 """Input fuzzing of `/ws/connect` against a real daphne: hypothesis-generated frames, and a
 state machine of subscribe/unsubscribe/publish checked against the server after every step.
 
-Every frame must get exactly the reply SPEC §5 promises — a typed error from the documented set
+Every frame must get exactly the reply the README ("WebSocket protocol") promises — a typed error from the documented set
 (never `internal_error`, never a closed connection) or, for a valid frame, the action's reply —
 while 50 other connections stay open and the process stays up. The oracle below is written from
-the SPEC, not from `streaming.protocol`, so that the product is checked against the contract.
+the README, not from `streaming.protocol`, so that the product is checked against the contract.
 
 The fuzzed server runs with CLIENT_RATE_LIMIT=0 (10,000 frames in a minute would otherwise be
 rate-limited, which tests/streaming/test_ratelimit.py covers) and WEBSOCKET_MAX_MESSAGE_SIZE=262144,
@@ -58,7 +58,7 @@ def fuzz_server(live_server_factory):
 
 
 # ---------------------------------------------------------------------------------------------
-# Generated frames, each with the outcomes the SPEC allows
+# Generated frames, each with the outcomes the README allows
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Case:
 
 
 def usable_request_id(value: object) -> bool:
-    """SPEC §5: a request_id is a string (at most 128 characters here) or an integer."""
+    """README, "WebSocket protocol": a request_id is a string (at most 128 characters here) or an integer."""
     if isinstance(value, str):
         return len(value) <= 128
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53
@@ -141,7 +141,7 @@ VALID: dict[str, tuple[st.SearchStrategy, str]] = {
     "presence": (st.fixed_dictionaries({"channel": plain_channels}), "presence"),
     "refresh": (st.fixed_dictionaries({"token": st.text(min_size=1, max_size=50)}), "error:forbidden"),
 }
-# SPEC §5: the fields of each action's data (besides `content`, which may be anything), and
+# README, "WebSocket protocol": the fields of each action's data (besides `content`, which may be anything), and
 # which are required.
 FIELDS = {
     "ping": [], "pong": [], "message": [], "unsubscribe": ["channel"], "presence": ["channel"],
@@ -153,7 +153,7 @@ REQUIRED = {
     "send_to_channel": ["channel", "content"], "send_to_user": ["user_id", "content"], "message": ["content"],
     "refresh": ["token"],
 }  # fmt: skip
-# field → values of the wrong type or shape (SPEC §3, §5), and the error they must get
+# field → values of the wrong type or shape (README: "Channels", "WebSocket protocol"), and the error they must get
 WRONG: dict[str, tuple[st.SearchStrategy, str]] = {
     "channel": (
         st.none() | st.booleans() | st.integers() | finite | st.lists(st.text(), max_size=2)

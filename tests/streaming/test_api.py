@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC §7 with the Django test client: bodies, statuses, delivery."""
+"""The HTTP API of the README's "HTTP API" with the Django test client: bodies, statuses, delivery."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Credentials, auth switches and channel permissions on every transport (SPEC §3, §4) and the API (§7).
+"""Credentials, auth switches and channel permissions on every transport (README: "Channels", "Authentication and security", "HTTP API").
 
 WebSocket through WebsocketCommunicator, SSE by calling the ASGI app with a scope (and once
 through a real daphne with httpx), the HTTP API with Django's test client.
@@ -75,7 +75,7 @@ def refresh_token_for(user_id: str) -> str:
     return str(token)
 
 
-# Every kind of present-but-invalid JWT (SPEC §4): name → factory (tokens depend on the clock).
+# Every kind of present-but-invalid JWT (README, "Authentication and security"): name → factory (tokens depend on the clock).
 BAD_TOKENS: dict[str, Callable[[], str]] = {
     "expired": lambda: jwt.encode(claims(exp=int(time.time()) - 30), SIGNING_KEY, algorithm="HS256"),
     "other_key": lambda: jwt.encode(claims(), "another-key-of-sufficient-length-123456", algorithm="HS256"),
@@ -136,7 +136,7 @@ async def ws_open(app, presented: Presented = Presented(), client: tuple[str, in
     if client is not None:
         communicator.scope["client"] = client
     accepted, subprotocol = await communicator.connect(timeout=3)
-    assert accepted, "refusals accept first (SPEC §5)"
+    assert accepted, 'refusals accept first (README, "WebSocket protocol")'
     first = await communicator.receive_output(timeout=3)
     return communicator, subprotocol, first
 
@@ -551,7 +551,7 @@ async def test_daphne_with_websocket_auth_required_keeps_sse_open_and_guards_api
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Channel permissions (SPEC §3)
+# 3. Channel permissions (README, "Channels")
 
 
 @pytest.mark.parametrize(

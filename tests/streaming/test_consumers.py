@@ -8,7 +8,6 @@ import json
 import pytest
 
 from streaming import protocol
-from streaming.hub import bus_message
 from streaming.signals import client_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -329,7 +328,7 @@ async def test_slow_consumer_closed_with_4429_and_queue_bounded(connect, realtim
     # Simulate a socket that stopped draining: the writer is stuck, the outbox fills.
     consumer.writer.cancel()
     for index in range(50):
-        consumer.deliver(bus_message("firehose", protocol.encode({"n": index}), None, "text"))
+        consumer.deliver(protocol.bus_message("firehose", protocol.encode({"n": index}), None, "text"))
     assert len(consumer.outbox) <= 5
     closed = None
     while closed is None or closed["type"] != "websocket.close":

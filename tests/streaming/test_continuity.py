@@ -12,7 +12,6 @@ from django.db import transaction
 from streaming import continuity, metrics, protocol
 from streaming.continuity import Continuity
 from streaming.history import history_append
-from streaming.hub import bus_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +28,7 @@ def persist(channel: str, count: int) -> list[dict]:
 
 
 def message(envelope: dict) -> dict:
-    return bus_message(envelope["channel"], protocol.encode(envelope), envelope["offset"], envelope["type"])
+    return protocol.bus_message(envelope["channel"], protocol.encode(envelope), envelope["offset"], envelope["type"])
 
 
 def unrecoverable() -> float:

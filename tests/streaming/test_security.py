@@ -1,4 +1,4 @@
-"""Network admission on both transports: Origin, the IP allowlist and X-Forwarded-For (SPEC §2, §5, §6)."""
+"""Network admission on both transports: Origin, the IP allowlist and X-Forwarded-For (README: "Authentication and security")."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ async def ws_first_frame(app, headers=(), client=("127.0.0.1", 40000)) -> dict:
     communicator = WebsocketCommunicator(app, "/ws/connect", headers=list(headers))
     communicator.scope["client"] = client  # read when the app starts, on connect()
     accepted, _ = await communicator.connect(timeout=3)
-    assert accepted, "refusals accept first (SPEC §5)"
+    assert accepted, 'refusals accept first (README, "WebSocket protocol")'
     first = await communicator.receive_output(timeout=3)
     if first["type"] == "websocket.send":
         await communicator.disconnect()

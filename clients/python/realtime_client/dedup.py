@@ -30,5 +30,5 @@ class RecentIds:
 
 
 def is_envelope(payload: Any) -> bool:
-    """True for a delivered message (SPEC §5 envelope), false for replies, greetings, heartbeats."""
+    """True for a delivered message (an envelope), false for replies, greetings, heartbeats."""
     return isinstance(payload, dict) and "id" in payload and "timestamp" in payload and "request_id" not in payload

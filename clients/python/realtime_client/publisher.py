@@ -1,4 +1,4 @@
-"""Publishing through the HTTP API (SPEC §7) with a client's credentials."""
+"""Publishing through the HTTP API (README, "HTTP API") with a client's credentials."""
 
 from __future__ import annotations
 

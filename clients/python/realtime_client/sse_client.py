@@ -1,4 +1,4 @@
-"""The Server-Sent Events client of `/sse/connect` (SPEC §6), with HTTP publishing helpers."""
+"""The Server-Sent Events client of `/sse/connect` (README, "Server-Sent Events"), with HTTP publishing helpers."""
 
 from __future__ import annotations
 

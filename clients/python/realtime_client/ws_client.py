@@ -1,4 +1,4 @@
-"""The WebSocket client of `/ws/connect` (SPEC §5): requests with replies, handlers, recovery."""
+"""The WebSocket client of `/ws/connect` (README, "WebSocket protocol"): requests with replies, handlers, recovery."""
 
 from __future__ import annotations
 
