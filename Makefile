@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
 RELIABILITY := .reliability
 
-.PHONY: run test test-cluster test-reliability lint migrate superuser clean bench
+.PHONY: run test test-fast test-cluster test-reliability lint migrate superuser clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -49,6 +49,11 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -m "not reliability" $(PYTEST_ARGS)
+
+# The edit-and-test loop: no servers, no browser, no Redis or PostgreSQL; two workers.
+FAST := not reliability and not server and not browser and not cluster and not redis and not postgres
+test-fast: $(VENV)/.installed-dev
+	DJANGO_DEBUG=true $(BIN)/python -m pytest -n 2 -m "$(FAST)" $(PYTEST_ARGS)
 
 # The production shape alone: daphne processes behind nginx on Redis and PostgreSQL.
 test-cluster: $(VENV)/.installed-dev

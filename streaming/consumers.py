@@ -343,14 +343,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         channel = data["channel"]
         authorize_subscribe(self.identity, channel)
         recovery = await database_sync_to_async(history_read)(channel, data.get("since"), data.get("limit"))
-        content = {
-            "channel": channel,
-            "offset": recovery.offset,
-            "messages": recovery.messages,
-            "recovered": recovery.recovered,
-            "has_more": recovery.has_more,
-        }
-        self.send_frame(protocol.reply("history", content, request_id))
+        self.send_frame(protocol.reply("history", protocol.history_page(recovery), request_id))
 
     async def action_presence(self, data: dict, request_id: Any) -> None:
         channel = data["channel"]

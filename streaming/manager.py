@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streaming import protocol, selectors, services
-from streaming.registry import reap_dead_processes
+from streaming.registry_rows import reap_dead_processes
 from streaming.runtime import get_runtime
 
 

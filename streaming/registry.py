@@ -15,21 +15,17 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DataError, IntegrityError, transaction
-from django.utils import timezone
 
 from streaming import metrics
+from streaming import registry_rows as rows
 from streaming.auth import Identity
 from streaming.history import history_expire
 from streaming.limits import ClientLimits
-from streaming.models import Connection, ServerProcess, Subscription
+from streaming.registry_rows import Pending, timestamp
 
 if TYPE_CHECKING:
     from streaming.lifecycle import ClientConnection
@@ -37,24 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-CHUNK = 500
 HISTORY_EXPIRY_SECONDS = 60.0
-
-
-@dataclass
-class _Pending:
-    """Changes not yet written to the database."""
-
-    opened: dict[str, dict[str, Any]] = field(default_factory=dict)
-    closed: dict[str, tuple[float, int]] = field(default_factory=dict)
-    channels: dict[str, list[str]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.opened or self.closed or self.channels)
-
-
-def _dt(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 class ConnectionRegistry:
@@ -67,7 +46,7 @@ class ConnectionRegistry:
         self.connections: dict[str, ClientConnection] = {}
         self.clients = ClientLimits()
         self._counts: dict[str, int] = {"ws": 0, "sse": 0}
-        self._pending = _Pending()
+        self._pending = Pending()
         self._seen_flushed: dict[str, float] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
@@ -133,8 +112,8 @@ class ConnectionRegistry:
             "auth": identity.kind,
             "ip": connection.ip,
             "user_agent": connection.user_agent.replace("\x00", "")[:512],
-            "connected_at": _dt(connection.connected_at),
-            "last_seen": _dt(connection.last_seen),
+            "connected_at": timestamp(connection.connected_at),
+            "last_seen": timestamp(connection.last_seen),
         }
 
     # -- the process task ---------------------------------------------------------------------
@@ -198,7 +177,7 @@ class ConnectionRegistry:
                 return
             if not self._registered_process and not self._pending and not self.connections:
                 return  # nothing ever connected here: no process row needed yet
-            pending, self._pending = self._pending, _Pending()
+            pending, self._pending = self._pending, Pending()
             seen = self._collect_seen()
             expire = time.monotonic() >= self._next_expiry
             # Shielded: a cancelled flush (shutdown) still lets the thread finish its transaction,
@@ -252,7 +231,7 @@ class ConnectionRegistry:
                 self._seen_flushed[connection.connection_id] = connection.last_seen
         return seen
 
-    def _restore(self, pending: _Pending) -> None:
+    def _restore(self, pending: Pending) -> None:
         """Put back changes whose write failed so the next flush retries them."""
         for key, value in pending.opened.items():
             self._pending.opened.setdefault(key, value)
@@ -261,114 +240,22 @@ class ConnectionRegistry:
         for key, value in pending.channels.items():
             self._pending.channels.setdefault(key, value)
 
-    def _write(self, pending: _Pending, seen: dict[str, float], now: float, heartbeat: bool, expire: bool) -> None:
-        try:
-            with transaction.atomic():
-                self._write_process(now)
-                self._write_changes(pending, seen)
-        except (DataError, IntegrityError, ValueError) as error:
-            # A row the database refuses must not fail every later flush of this process
-            # (its connections would vanish from stats and it would stop heartbeating).
-            logger.error("registry batch refused (%s); writing connection by connection", error)
-            self._write_each(pending, seen, now)
+    @property
+    def process(self) -> rows.ProcessRecord:
+        return rows.ProcessRecord(self.process_id, self.bus_channel, self.started_at)
+
+    def _write(self, pending: Pending, seen: dict[str, float], now: float, heartbeat: bool, expire: bool) -> None:
+        if rows.rows_write(self.process, pending, seen, now):
+            self._reaped = True
         if heartbeat:
-            reap_dead_processes(settings.REALTIME.liveness_window, exclude=self.process_id)
+            rows.reap_dead_processes(settings.REALTIME.liveness_window, exclude=self.process_id)
         if expire:
             history_expire()
-            prune_closed_connections(settings.REALTIME.closed_connection_retention)
-
-    def _write_changes(self, pending: _Pending, seen: dict[str, float]) -> None:
-        if pending.opened:
-            rows = [Connection(process_id=self.process_id, **row) for row in pending.opened.values()]
-            Connection.objects.bulk_create(
-                rows,
-                update_conflicts=True,  # a restored row (see _reopen_all) is opened again
-                unique_fields=["id"],
-                update_fields=["process", "last_seen", "closed_at", "close_code"],
-                batch_size=CHUNK,
-            )
-        self._write_channels(pending.channels)
-        self._write_seen(seen)
-        self._write_closed(pending.closed)
-
-    def _write_each(self, pending: _Pending, seen: dict[str, float], now: float) -> None:
-        """Write each connection's changes in a transaction of its own; drop (and log) refused ones."""
-        with transaction.atomic():
-            self._write_process(now)
-        ids = set(pending.opened) | set(pending.channels) | set(pending.closed) | set(seen)
-        for connection_id in ids:
-            single = _Pending(
-                opened={k: v for k, v in pending.opened.items() if k == connection_id},
-                closed={k: v for k, v in pending.closed.items() if k == connection_id},
-                channels={k: v for k, v in pending.channels.items() if k == connection_id},
-            )
-            try:
-                with transaction.atomic():
-                    self._write_changes(single, {k: v for k, v in seen.items() if k == connection_id})
-            except (DataError, IntegrityError, ValueError) as error:
-                logger.error("registry row of connection %s refused and dropped: %s", connection_id, error)
-
-    def _write_process(self, now: float) -> None:
-        updated = ServerProcess.objects.filter(id=self.process_id, stopped_at__isnull=True).update(
-            last_heartbeat=_dt(now)
-        )
-        if not updated and ServerProcess.objects.filter(id=self.process_id).update(
-            last_heartbeat=_dt(now), stopped_at=None
-        ):
-            self._reaped = True
-            return
-        if not updated:
-            ServerProcess.objects.create(
-                id=self.process_id,
-                bus_channel=self.bus_channel,
-                hostname=socket.gethostname()[:255],
-                pid=os.getpid(),
-                started_at=_dt(self.started_at),
-                last_heartbeat=_dt(now),
-            )
-
-    def _write_channels(self, channels: dict[str, list[str]]) -> None:
-        if not channels:
-            return
-        ids = list(channels)
-        for chunk in _chunks(ids):
-            Subscription.objects.filter(connection_id__in=chunk).delete()
-        rows = [Subscription(connection_id=cid, channel=ch) for cid, chs in channels.items() for ch in chs]
-        Subscription.objects.bulk_create(rows, ignore_conflicts=True, batch_size=CHUNK)
-
-    def _write_seen(self, seen: dict[str, float]) -> None:
-        if not seen:
-            return
-        # One UPDATE per flush: every connection active since the last one gets the newest time.
-        newest = _dt(max(seen.values()))
-        for chunk in _chunks(list(seen)):
-            Connection.objects.filter(id__in=chunk).update(last_seen=newest)
-
-    def _write_closed(self, closed: dict[str, tuple[float, int]]) -> None:
-        by_code: dict[int, list[str]] = {}
-        for connection_id, (_, code) in closed.items():
-            by_code.setdefault(code, []).append(connection_id)
-        for code, ids in by_code.items():
-            closed_at = _dt(max(closed[i][0] for i in ids))
-            for chunk in _chunks(ids):
-                Subscription.objects.filter(connection_id__in=chunk).delete()
-                Connection.objects.filter(id__in=chunk, closed_at__isnull=True).update(
-                    closed_at=closed_at, close_code=code
-                )
+            rows.prune_closed_connections(settings.REALTIME.closed_connection_retention)
 
     def locate(self, connection_id: str) -> str | None:
         """The bus channel of the live process holding an open connection, if any (sync)."""
-        row = (
-            Connection.objects.filter(
-                id=connection_id,
-                closed_at__isnull=True,
-                process__stopped_at__isnull=True,
-                process__last_heartbeat__gte=timezone.now() - timedelta(seconds=settings.REALTIME.liveness_window),
-            )
-            .values_list("process__bus_channel", flat=True)
-            .first()
-        )
-        return row
+        return rows.connection_locate(connection_id, settings.REALTIME.liveness_window)
 
     async def shutdown(self, code: int, reason: str, grace: float = 2.0) -> None:
         """Close every local connection, wait for them to go, and mark this process stopped."""
@@ -385,44 +272,4 @@ class ConnectionRegistry:
             logger.exception("could not record the shutdown of %s", self.process_id)
 
     def _mark_stopped(self) -> None:
-        now = timezone.now()
-        Connection.objects.filter(process_id=self.process_id, closed_at__isnull=True).update(
-            closed_at=now, close_code=1001
-        )
-        Subscription.objects.filter(connection__process_id=self.process_id).delete()
-        ServerProcess.objects.filter(id=self.process_id).update(stopped_at=now)
-
-
-def reap_dead_processes(liveness_window: float, exclude: str | None = None) -> int:
-    """Close the connection rows of processes whose heartbeat is older than the window (sync)."""
-    now = timezone.now()
-    dead = ServerProcess.objects.filter(
-        stopped_at__isnull=True, last_heartbeat__lt=now - timedelta(seconds=liveness_window)
-    )
-    if exclude:
-        dead = dead.exclude(id=exclude)
-    dead_ids = list(dead.values_list("id", flat=True))
-    if not dead_ids:
-        return 0
-    with transaction.atomic():
-        Subscription.objects.filter(connection__process_id__in=dead_ids).delete()
-        reaped = Connection.objects.filter(process_id__in=dead_ids, closed_at__isnull=True).update(
-            closed_at=now, close_code=1006
-        )
-        ServerProcess.objects.filter(id__in=dead_ids).update(stopped_at=now)
-    logger.warning("reaped %d connections of dead processes %s", reaped, ", ".join(dead_ids))
-    return reaped
-
-
-def prune_closed_connections(retention: float) -> int:
-    """Delete connection rows closed longer ago than `retention` seconds, and the rows of
-    processes stopped that long ago with no connection left (sync); returns the connections deleted."""
-    cutoff = timezone.now() - timedelta(seconds=retention)
-    _, deleted = Connection.objects.filter(closed_at__lt=cutoff).delete()
-    ServerProcess.objects.filter(stopped_at__lt=cutoff, connections__isnull=True).delete()
-    return deleted.get(Connection._meta.label, 0)
-
-
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(items), CHUNK):
-        yield items[start : start + CHUNK]
+        rows.process_mark_stopped(self.process_id)

@@ -229,15 +229,7 @@ class ChannelHistoryView(APIView):
         query = s.HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         recovery = history.history_read(name, query.validated_data.get("since"), query.validated_data.get("limit"))
-        return Response(
-            {
-                "channel": name,
-                "offset": recovery.offset,
-                "messages": recovery.messages,
-                "recovered": recovery.recovered,
-                "has_more": recovery.has_more,
-            }
-        )
+        return Response(protocol.history_page(recovery))
 
 
 def api_root_links() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from realtime_client import (
     process_exception,
 )
 
-from tests.clients.conftest import eventually, publish, refusals, token_for
+from tests.support.polling import eventually, publish, refusals, token_for
 from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server

@@ -16,7 +16,7 @@ from realtime_client import (
     create_ws_client,
 )
 
-from tests.clients.conftest import eventually, publish, refusals, token_for
+from tests.support.polling import eventually, publish, refusals, token_for
 
 pytestmark = pytest.mark.server
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.reliability.conftest import open_fds, rss_bytes, slope_per_minute
 from tests.support.clients import WSClient, raw_websocket, read_close_code, send_raw_frame
+from tests.support.processes import open_fds, rss_bytes, slope_per_minute
 from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server

@@ -32,6 +32,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from realtime_project.env import load_config
 from streaming.auth import authenticator
+from tests.support.consumers import request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -191,14 +192,6 @@ def sse_events(raw: bytes) -> list[tuple[str, dict]]:
         if "event" in lines:
             events.append((lines["event"], json.loads(lines["data"])))
     return events
-
-
-async def request(communicator, action: str, data=None, request_id="r1"):
-    frame = {"action": action, "request_id": request_id}
-    if data is not None:
-        frame["data"] = data
-    await communicator.send_json_to(frame)
-    return await communicator.receive_json_from(timeout=3)
 
 
 def token_for(user_id: str = "u1", **extra) -> str:

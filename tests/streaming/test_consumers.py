@@ -9,16 +9,9 @@ import pytest
 
 from streaming import protocol
 from streaming.signals import client_message
+from tests.support.consumers import request
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def request(communicator, action: str, data=None, request_id="r1"):
-    frame = {"action": action, "request_id": request_id}
-    if data is not None:
-        frame["data"] = data
-    await communicator.send_json_to(frame)
-    return await communicator.receive_json_from(timeout=3)
 
 
 async def test_connect_greeting_has_connection_id_and_heartbeat_interval(connect):

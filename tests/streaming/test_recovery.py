@@ -17,6 +17,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from streaming import services
 from streaming.models import ChannelMessage
+from tests.support.consumers import request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,14 +32,6 @@ async def _quiet_database_thread(ws_app):
 
     await get_runtime().registry.stop()
     await database_sync_to_async(lambda: None)()  # queued behind any write still in the DB thread
-
-
-async def request(communicator, action: str, data=None, request_id="r1"):
-    frame = {"action": action, "request_id": request_id}
-    if data is not None:
-        frame["data"] = data
-    await communicator.send_json_to(frame)
-    return await communicator.receive_json_from(timeout=3)
 
 
 async def persist(channel: str, count: int, start: int = 0) -> list[services.Published]:

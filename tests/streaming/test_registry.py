@@ -15,18 +15,11 @@ from django.utils import timezone
 
 from streaming import connection_manager
 from streaming.models import Connection, ServerProcess, Subscription
-from streaming.registry import reap_dead_processes
+from streaming.registry_rows import reap_dead_processes
 from tests.support.clients import WSClient
+from tests.support.consumers import request
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def request(communicator, action, data=None):
-    await communicator.send_json_to({"action": action, "data": data or {}, "request_id": "r"})
-    while True:
-        frame = await communicator.receive_json_from(timeout=3)
-        if frame.get("request_id") == "r":
-            return frame
 
 
 async def test_flush_writes_connection_channels_and_close(connect):
@@ -34,8 +27,8 @@ async def test_flush_writes_connection_channels_and_close(connect):
 
     communicator = await connect("", headers=[(b"user-agent", b"pytest-agent")])
     connection_id = communicator.greeting["data"]["connection_id"]
-    await request(communicator, "subscribe", {"channel": "alpha"})
-    await request(communicator, "subscribe", {"channel": "beta"})
+    await request(communicator, "subscribe", {"channel": "alpha"}, skip=True)
+    await request(communicator, "subscribe", {"channel": "beta"}, skip=True)
     registry = get_runtime().registry
     await registry.flush()
     row = await Connection.objects.aget(id=connection_id)
@@ -47,7 +40,7 @@ async def test_flush_writes_connection_channels_and_close(connect):
     assert sorted(channels) == ["alpha", "beta"]
     process = await ServerProcess.objects.aget(id=registry.process_id)
     assert process.bus_channel == registry.bus_channel and process.stopped_at is None
-    await request(communicator, "unsubscribe", {"channel": "alpha"})
+    await request(communicator, "unsubscribe", {"channel": "alpha"}, skip=True)
     await registry.flush()
     channels = [
         s async for s in Subscription.objects.filter(connection_id=connection_id).values_list("channel", flat=True)
@@ -71,7 +64,7 @@ async def test_last_seen_is_written_in_batches_not_per_frame(connect, realtime):
     before = (await Connection.objects.aget(id=connection_id)).last_seen
     await asyncio.sleep(0.01)
     for _ in range(50):
-        await request(communicator, "ping")
+        await request(communicator, "ping", skip=True)
     assert (await Connection.objects.aget(id=connection_id)).last_seen == before  # nothing written per frame
     await registry.flush()
     assert (await Connection.objects.aget(id=connection_id)).last_seen > before  # one batched write
@@ -125,7 +118,7 @@ async def test_connection_manager_api(connect, realtime):
 
     token = authenticator.create_access_token({"sub": "user123"})
     user, watcher = await connect(f"token={token}"), await connect()
-    await request(watcher, "subscribe", {"channel": "important_updates"})
+    await request(watcher, "subscribe", {"channel": "important_updates"}, skip=True)
     published = await connection_manager.broadcast_to_channel(
         "important_updates", {"type": "update", "content": {"v": 2}}, persist=True
     )
@@ -194,7 +187,7 @@ async def test_a_refused_row_does_not_fail_the_rest_of_the_batch(connect, realti
     realtime(registry_flush_interval=3600)  # only explicit flushes below
     communicator = await connect()
     connection_id = communicator.greeting["data"]["connection_id"]
-    await request(communicator, "subscribe", {"channel": "kept"})
+    await request(communicator, "subscribe", {"channel": "kept"}, skip=True)
     registry = get_runtime().registry
     # A subscription row of a connection that has no row: the database refuses it (foreign key).
     registry._pending.channels["no-such-connection"] = ["orphan"]
@@ -203,7 +196,7 @@ async def test_a_refused_row_does_not_fail_the_rest_of_the_batch(connect, realti
     assert row.closed_at is None
     assert [s async for s in Subscription.objects.values_list("channel", flat=True)] == ["kept"]
     assert registry.health() is None
-    await request(communicator, "subscribe", {"channel": "later"})
+    await request(communicator, "subscribe", {"channel": "later"}, skip=True)
     await registry.flush()  # the refused row was dropped, not retried forever
     assert sorted([s async for s in Subscription.objects.values_list("channel", flat=True)]) == ["kept", "later"]
     await communicator.disconnect()
@@ -215,7 +208,7 @@ async def test_a_process_reaped_while_alive_restores_its_rows(connect, realtime)
     realtime(registry_flush_interval=3600)
     communicator = await connect()
     connection_id = communicator.greeting["data"]["connection_id"]
-    await request(communicator, "subscribe", {"channel": "room"})
+    await request(communicator, "subscribe", {"channel": "room"}, skip=True)
     registry = get_runtime().registry
     await registry.flush()
     # A peer saw no heartbeat for a while (a database outage, a long pause) and reaped us.
@@ -258,7 +251,7 @@ async def test_healthz_reports_a_registry_that_cannot_flush(connect, realtime, c
 
     await database_sync_to_async(break_table)()
     try:
-        await request(communicator, "subscribe", {"channel": "x"})
+        await request(communicator, "subscribe", {"channel": "x"}, skip=True)
         deadline = time.monotonic() + 5
         while registry.health() is None:
             assert time.monotonic() < deadline, "the failing registry was never reported"
@@ -278,7 +271,7 @@ async def test_healthz_reports_a_registry_that_cannot_flush(connect, realtime, c
 
 @pytest.mark.django_db
 def test_closed_connections_and_stopped_processes_are_pruned_after_the_retention():
-    from streaming.registry import prune_closed_connections
+    from streaming.registry_rows import prune_closed_connections
 
     now = timezone.now()
     old = _stale_process("old", 600)

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from streaming.registry import reap_dead_processes
+from streaming.registry_rows import reap_dead_processes
 
 
 class Command(BaseCommand):

@@ -1,0 +1,179 @@
+"""Every JSON shape the server emits: the envelope, replies, errors, greetings, the bus message."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streaming.errors import InvalidJSON, InvalidMessage
+from streaming.protocol.names import CONTENT_DEPTH_MAX
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode(payload: Any) -> str:
+    """Serialize a JSON payload to text (the one encoder of the server)."""
+    try:
+        return orjson.dumps(payload).decode()
+    except orjson.JSONEncodeError as error:  # e.g. nested deeper than orjson's 254 levels
+        raise InvalidMessage(f"The message cannot be encoded as JSON: {error}.") from None
+
+
+def check_content(value: Any) -> Any:
+    """Return a message's content if it nests at most CONTENT_DEPTH_MAX deep, else raise ValueError."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > CONTENT_DEPTH_MAX:
+            raise ValueError(f"JSON nested at most {CONTENT_DEPTH_MAX} levels deep")
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+def decode(text: str | bytes) -> Any:
+    """Parse JSON text; deep nesting, surrogates and non-finite numbers raise InvalidJSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise InvalidJSON(f"The frame is not valid JSON: {error.msg}.") from None
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC with a `Z` suffix."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound shapes
+
+
+def sender(user_id: str | None, connection_id: str | None) -> dict[str, Any]:
+    return {"user_id": user_id, "connection_id": connection_id}
+
+
+def envelope(
+    *,
+    type: str,
+    channel: str | None,
+    content: Any,
+    sender: dict[str, Any] | None = None,
+    offset: int | None = None,
+    id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """The one envelope of every delivered message, on both transports (README, "WebSocket protocol")."""
+    return {
+        "id": id or new_id(),
+        "type": type,
+        "channel": channel,
+        "content": content,
+        "sender": sender,
+        "timestamp": timestamp or now_iso(),
+        "offset": offset,
+    }
+
+
+def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
+    """What the bus carries for one publish: the encoded envelope plus what routing needs.
+
+    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`.
+    Subscribers may cache derived encodings in it (`ws`, `sse`, `sse_chunk`); see `hub.py`.
+    """
+    return {"type": "hub.publish", "channel": channel, "offset": offset, "event": event, "text": text,
+            "sent_at": time.time()}  # fmt: skip
+
+
+def notification_content(*, title: str, content: Any, level: str, auto_hide: bool, duration: int) -> dict[str, Any]:
+    """The `content` of a `notification` envelope."""
+    return {
+        "title": title,
+        "content": content,
+        "type": level,
+        "auto_hide": auto_hide,
+        "duration": duration,
+    }
+
+
+def presence_content(*, event: str, user_id: str | None, connection_id: str) -> dict[str, Any]:
+    """The `content` of a presence join/leave envelope on a `presence-*` channel."""
+    return {"event": event, "user_id": user_id, "connection_id": connection_id}
+
+
+def reply(type: str, content: Any = None, request_id: Any = None) -> dict[str, Any]:
+    """A reply to a client frame; carries the frame's request_id back when it had one."""
+    frame: dict[str, Any] = {"type": type, "content": content}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+def error_body(code: str, detail: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one error shape: the `content` of a WS error reply and the body of an HTTP error."""
+    body: dict[str, Any] = {"type": code, "error": detail}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def error_reply(code: str, detail: str, request_id: Any = None, fields: Any = None) -> dict:
+    return reply("error", error_body(code, detail, fields), request_id)
+
+
+def connected(*, connection_id: str, user_id: str | None, heartbeat_interval: float) -> dict:
+    """The greeting sent once a WebSocket is accepted."""
+    interval = int(heartbeat_interval) if float(heartbeat_interval).is_integer() else heartbeat_interval
+    return {
+        "type": "connected",
+        "data": {
+            "connection_id": connection_id,
+            "user_id": user_id,
+            "heartbeat_interval": interval,
+        },
+    }
+
+
+def heartbeat(timestamp: str | None = None) -> dict[str, Any]:
+    return {"type": "heartbeat", "timestamp": timestamp or now_iso()}
+
+
+def history_page(recovery: Any) -> dict[str, Any]:
+    """The content of a WebSocket `history` reply and the body of the history API: one shape."""
+    return {
+        "channel": recovery.channel,
+        "offset": recovery.offset,
+        "messages": recovery.messages,
+        "recovered": recovery.recovered,
+        "has_more": recovery.has_more,
+    }
+
+
+__all__ = [
+    "bus_message",
+    "check_content",
+    "connected",
+    "decode",
+    "encode",
+    "envelope",
+    "error_body",
+    "error_reply",
+    "heartbeat",
+    "history_page",
+    "new_id",
+    "notification_content",
+    "now_iso",
+    "presence_content",
+    "reply",
+    "sender",
+]
