@@ -63,6 +63,7 @@ def test_the_compose_file_is_valid_and_describes_the_production_shape(tmp_path):
         assert app["environment"]["DATABASE_URL"].startswith("postgres://")
         assert app["environment"]["REDIS_URL"].startswith("redis://")
         assert {"postgres", "redis"} <= set(app["depends_on"])
+        assert app["read_only"] is True  # the image writes nothing (test_image.py runs it so)
     mounts = [str(volume) for volume in services["nginx"]["volumes"]]
     assert any("deploy/nginx.conf" in mount and "/etc/nginx/conf.d/default.conf" in mount for mount in mounts), mounts
 

@@ -42,7 +42,8 @@ def services():
 
 
 class Pair:
-    """Two containers of the image behind nginx (deploy/nginx.conf)."""
+    """Two containers of the image behind nginx (deploy/nginx.conf); the second on a read-only root,
+    as docker-compose.yml runs them, the first not, so that what its user may write shows."""
 
     def __init__(self, services: dict[str, str]) -> None:
         self.ports = [free_port(), free_port()]
@@ -54,9 +55,10 @@ class Pair:
                     TRUSTED_PROXIES="127.0.0.1/32",
                     API_AUTH_REQUIRED="true",
                     WS_API_KEYS=API_KEY,
-                )
+                ),
+                read_only=read_only,
             )
-            for port in self.ports
+            for port, read_only in zip(self.ports, (False, True), strict=True)
         ]
         self.nginx: Nginx | None = None
 
