@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -139,24 +140,35 @@ def _codename() -> str:
     return "bookworm"
 
 
+STAND_IN_CONFIG = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    f"ENV PIP_CERT={HOST_CA_BUNDLE}",
+    'CMD ["python3"]',
+)
+
+
 def stand_in_base() -> str:
-    """Debian's python3 as a base image, made with debootstrap (cached as a tarball)."""
+    """Debian's python3 as a base image, made with debootstrap (cached as a tarball).
+
+    Its name carries a digest of how it is made (release, packages, trimming, configuration, the
+    host's CA bundle): a change to any of them makes a new one rather than reusing a stale one.
+    """
     codename = _codename()
-    tag = f"realtime-project/stand-in-base:{codename}"
+    recipe = hashlib.sha256(
+        repr((codename, STAND_IN_PACKAGES, STAND_IN_TRIM, STAND_IN_CONFIG)).encode()
+        + (HOST_CA_BUNDLE.read_bytes() if HOST_CA_BUNDLE.exists() else b"")
+    ).hexdigest()[:12]
+    tag = f"realtime-project/stand-in-base:{codename}-{recipe}"
     if image_exists(tag):
         return tag
-    tarball = CACHE / f"stand-in-base-{codename}.tar"
+    tarball = CACHE / f"stand-in-base-{codename}-{recipe}.tar"
     if not tarball.exists():
+        for stale in CACHE.glob("stand-in-base-*.tar"):
+            stale.unlink()
         _debootstrap(codename, tarball)
-    docker(
-        "import",
-        "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--change", "ENV LANG=C.UTF-8",
-        "--change", f"ENV PIP_CERT={HOST_CA_BUNDLE}",
-        "--change", 'CMD ["python3"]',
-        str(tarball), tag,
-        timeout=300,
-    )  # fmt: skip
+    changes = [option for line in STAND_IN_CONFIG for option in ("--change", line)]
+    docker("import", *changes, str(tarball), tag, timeout=300)
     return tag
 
 
