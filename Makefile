@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
 RELIABILITY := .reliability
 
-.PHONY: run test test-fast test-cluster test-reliability lint migrate superuser clean bench
+.PHONY: run test test-fast test-cluster test-image test-reliability lint migrate superuser clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -48,7 +48,7 @@ run: $(VENV)/.installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python -m realtime_project.server -b $(HOST) -p $(PORT) realtime_project.asgi:application
 
 test: $(VENV)/.installed-dev
-	DJANGO_DEBUG=true $(BIN)/python -m pytest -m "not reliability" $(PYTEST_ARGS)
+	DJANGO_DEBUG=true $(BIN)/python -m pytest -m "not reliability and not image" $(PYTEST_ARGS)
 
 # The edit-and-test loop: no servers, no browser, no Redis or PostgreSQL; two workers.
 FAST := not reliability and not server and not browser and not cluster and not redis and not postgres
@@ -58,6 +58,12 @@ test-fast: $(VENV)/.installed-dev
 # The production shape alone: daphne processes behind nginx on Redis and PostgreSQL.
 test-cluster: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+# The container image: built from the Dockerfile and run under Docker on PostgreSQL and Redis, two
+# containers behind nginx (tests/image/; README "Deployment"). Starts Debian's dockerd when no daemon
+# answers; without a reachable registry it builds on a stand-in base made with debootstrap.
+test-image: $(VENV)/.installed-dev
+	DJANGO_DEBUG=true $(BIN)/python -m pytest -m image $(PYTEST_ARGS)
 
 # Conformance, fuzzing, faults and a 10-minute soak (about 25 minutes); figures: docs/RELIABILITY.md.
 test-reliability: $(VENV)/.installed-reliability $(RELIABILITY)/autobahn/.installed

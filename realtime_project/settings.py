@@ -141,7 +141,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = True
+# Files are served from where the finders find them, except in production with collectstatic's
+# output present (the container image): then from STATIC_ROOT, with its compressed copies.
+WHITENOISE_USE_FINDERS = DEBUG or not STATIC_ROOT.is_dir()
 
 # The HTTP API refuses bodies over the publish limit itself (413); Django's own cap sits above it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = REALTIME.sse_max_message_size * 2 + 65536
