@@ -45,7 +45,7 @@ class Config:
     django_debug: bool
     django_allowed_hosts: tuple[str, ...]
     database_url: str = field(repr=False)  # may hold a password
-    redis_url: str = field(repr=False)
+    redis_urls: tuple[str, ...] = field(repr=False)  # one or more Redis servers; channels are sharded over them
     log_level: str
 
     websocket_enabled: bool
@@ -180,6 +180,21 @@ class _Reader:
 
         return self._parse(name, (), parse, "a comma-separated list of IP addresses or CIDR networks")
 
+    def urls(self, name: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list of URLs, each with one of `schemes` (empty: none)."""
+
+        def parse(raw: str) -> tuple[str, ...]:
+            items = _split_list(raw)
+            for item in items:
+                scheme, sep, rest = item.partition("://")
+                if not sep or scheme.lower() not in schemes or not rest:
+                    raise ValueError(raw)
+            if len(set(items)) != len(items):
+                raise ValueError(raw)
+            return items
+
+        return self._parse(name, (), parse, "comma-separated distinct URLs with scheme " + " or ".join(schemes))
+
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         def parse(raw: str) -> str:
             scheme, sep, rest = raw.partition("://")
@@ -207,7 +222,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         django_debug=debug,
         django_allowed_hosts=hosts,
         database_url=env.url("DATABASE_URL", "sqlite:///db.sqlite3", ("sqlite", "postgres", "postgresql", "pgsql")),
-        redis_url=env.url("REDIS_URL", "", ("redis", "rediss", "unix")),
+        redis_urls=env.urls("REDIS_URL", ("redis", "rediss", "unix")),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         websocket_enabled=env.boolean("WEBSOCKET_ENABLED", True),
         sse_enabled=env.boolean("SSE_ENABLED", True),

@@ -106,21 +106,9 @@ def _database(url: str) -> dict:
 DATABASES = {"default": _database(REALTIME.database_url)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if REALTIME.redis_url:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REALTIME.redis_url], "prefix": "realtime"},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
-            # One bus channel per process receives every publish: give it room.
-            "CONFIG": {"capacity": 100_000, "expiry": 60},
-        }
-    }
+# channels routes the ASGI application; the product's bus is its own (streaming.bus), so no
+# channel layer is configured.
+CHANNEL_LAYERS: dict = {}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -3,7 +3,6 @@
 import asyncio
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -13,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from streaming import metrics, protocol
 from streaming.auth import authenticator, credentials_from_request
+from streaming.bus import get_bus
 from streaming.errors import Unauthenticated
 from streaming.runtime import registry_health
 
@@ -43,7 +43,7 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
 
 
 async def _bus_check() -> None:
-    await asyncio.wait_for(get_channel_layer().group_send("rt.health", {"type": "hub.health"}), HEALTH_TIMEOUT_SECONDS)
+    await asyncio.wait_for(get_bus().aping(), HEALTH_TIMEOUT_SECONDS)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -166,8 +166,9 @@ class Continuity:
         self.offsets[channel] = last
         return None
 
-    async def check_positions(self) -> None:
-        """Recover channels whose database head stayed ahead of what was dispatched."""
+    async def check_positions(self, force: bool = False) -> None:
+        """Recover channels whose database head stayed ahead of what was dispatched; with `force`
+        (the bus was down) at once, without waiting a second check for messages in flight."""
         channels = [c for c in self.offsets if c not in self._recovering]
         if not channels:
             return
@@ -180,7 +181,7 @@ class Continuity:
             if last is None or head <= last or channel in self._recovering:
                 self._stalled.pop(channel, None)
                 continue
-            if self._stalled.get(channel) == last or head - last >= far:  # lost, not in flight
+            if force or self._stalled.get(channel) == last or head - last >= far:  # lost, not in flight
                 self._stalled.pop(channel, None)
                 self._recovering[channel] = []
                 self._start(channel, head)

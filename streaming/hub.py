@@ -1,26 +1,25 @@
 """The per-process hub: one bus subscription per channel, fan-out to local subscribers.
 
-Connections do not sit in channel-layer groups themselves. The process joins the group of every
-channel that has at least one local subscriber (WebSocket consumer or SSE listener) and hands the
-one bus message it receives per publish — an already-encoded envelope — to each of them. This
-keeps the bus cost per publish independent of the number of subscribers (Centrifugo's node hub).
+Connections do not subscribe to the bus themselves. The process subscribes to every channel that
+has at least one local subscriber (WebSocket consumer or SSE listener) and hands the one bus
+message it receives per publish — an already-encoded envelope — to each of them. This keeps the
+bus cost per publish independent of the number of subscribers (Centrifugo's node hub).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from streaming import metrics, protocol
+from streaming import metrics
+from streaming.bus import get_bus
 from streaming.continuity import Continuity
 from streaming.history import Recovery, history_read
 
@@ -31,16 +30,18 @@ logger = logging.getLogger(__name__)
 
 
 class Hub:
-    """Channel → local subscribers, and the one bus channel of this process."""
+    """Channel → local subscribers, and this process's attachment to the bus."""
 
-    def __init__(self, commands: dict[str, Callable[[dict], Any]] | None = None, layer: Any = None) -> None:
-        """`commands`: handlers of the other bus messages sent to this process, by type."""
-        self.layer = layer or get_channel_layer()
-        self.channel_name: str | None = None
+    def __init__(self, commands: dict[str, Callable[[dict], Any]] | None = None, bus: Any = None) -> None:
+        """`commands`: handlers of the commands sent to this process, by type; each returns the
+        command's answer (a dict) or None."""
+        self.bus = bus or get_bus()
+        self.address: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._members: dict[str, set[ClientConnection]] = {}
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
-        self._links: dict[str, asyncio.Future] = {}
-        self._handlers: dict[str, Callable[[dict], Any]] = {"hub.publish": self.hub_publish, **(commands or {})}
+        self._joining: dict[str, asyncio.Future] = {}
+        self._commands: dict[str, Callable[[dict], Any]] = commands or {}
         self.continuity = Continuity(self._dispatch, joined=self._members.__contains__)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
@@ -48,15 +49,13 @@ class Hub:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> str:
-        """Open this process's bus channel and start receiving (idempotent)."""
+        """Attach to the bus and start checking positions (idempotent); returns the address."""
         async with self._start_lock:
-            if self.channel_name is None:
-                self.channel_name = await self.layer.new_channel("hub.")
-                self._tasks = [
-                    asyncio.create_task(self._receive_loop(), name="streaming-hub"),
-                    asyncio.create_task(self._position_loop(), name="streaming-hub-positions"),
-                ]
-        return self.channel_name
+            if self.address is None:
+                self.loop = asyncio.get_running_loop()
+                self.address = await self.bus.attach(self)
+                self._tasks = [asyncio.create_task(self._position_loop(), name="streaming-hub-positions")]
+        return self.address
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -64,29 +63,46 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.continuity.stop()
+        if self.address is not None:
+            await self.bus.detach(self)
+            self.address = None
 
     # -- membership -----------------------------------------------------------------------
 
     async def join(self, channel: str, subscriber: ClientConnection) -> None:
-        """Add a local subscriber; the first one makes the process join the channel's group.
+        """Add a local subscriber; the first one makes the process subscribe to the channel.
 
         The hub calls `subscriber.deliver(message)` for every bus message of the channel (see
-        `protocol.bus_message`); persisted ones come in offset order without gaps (see `continuity.py`).
-        The same dict goes to every local subscriber, which may cache a derived encoding in it
-        (the SSE frame) but must not change what is there.
+        `protocol.bus_message`); persisted ones come in offset order without gaps (see
+        `continuity.py`). The same dict goes to every local subscriber, which may cache a derived
+        encoding in it (the SSE frame) but must not change what is there.
         """
         members = self._members.get(channel)
         if members is None:
             members = self._members[channel] = set()
             self._transports[channel] = Counter()
-            self._link(channel, functools.partial(self._group_add, channel))
+            self._joining[channel] = asyncio.ensure_future(self._subscribe(channel))
         if subscriber not in members:
             members.add(subscriber)
             self._transports[channel][subscriber.transport] += 1
-        await asyncio.shield(self._links[channel])
+        joining = self._joining.get(channel)
+        if joining is not None:
+            await asyncio.shield(joining)
+
+    async def _subscribe(self, channel: str) -> None:
+        """Anchor the channel's offsets first, so every message after the join is accounted for."""
+        try:
+            await self.continuity.anchor(channel)
+            if channel in self._members:
+                await self.bus.subscribe(self, channel)
+                if channel not in self._members:  # the last subscriber left meanwhile
+                    self.bus.unsubscribe(self, channel)
+        finally:
+            if self._joining.get(channel) is asyncio.current_task():
+                del self._joining[channel]
 
     def leave(self, channel: str, subscriber: ClientConnection) -> None:
-        """Remove a local subscriber; the last one makes the process leave the group."""
+        """Remove a local subscriber; the last one makes the process unsubscribe."""
         members = self._members.get(channel)
         if members is None or subscriber not in members:
             return
@@ -96,32 +112,7 @@ class Hub:
             del self._members[channel]
             del self._transports[channel]
             self.continuity.forget(channel)
-            self._link(channel, self.layer.group_discard)
-
-    async def _group_add(self, channel: str, group: str, channel_name: str) -> None:
-        """Anchor the channel's offsets first, so every message after the join is accounted for."""
-        await self.continuity.anchor(channel)
-        await self.layer.group_add(group, channel_name)
-
-    def _link(self, channel: str, operation: Callable[[str, str], Awaitable[None]]) -> None:
-        """Chain group_add/group_discard per channel so they reach the layer in order."""
-        previous = self._links.get(channel)
-        group = protocol.group_name(channel)
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await operation(group, self.channel_name)
-
-        link = asyncio.ensure_future(run())
-        link.add_done_callback(lambda done: self._link_done(channel, done))
-        self._links[channel] = link
-
-    def _link_done(self, channel: str, link: asyncio.Future) -> None:
-        if not link.cancelled() and link.exception() is not None:
-            logger.error("bus membership change for %s failed: %r", channel, link.exception())
-        if self._links.get(channel) is link and channel not in self._members:
-            del self._links[channel]
+            self.bus.unsubscribe(self, channel)
 
     async def history_read(self, channel: str, since: int | None) -> Recovery:
         """`history.history_read` for a subscriber that has joined the channel here.
@@ -139,24 +130,33 @@ class Hub:
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
-        while True:
-            try:
-                message = await self.layer.receive(self.channel_name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("bus receive failed; retrying in 1 s")
-                await asyncio.sleep(1)
-                continue
-            handler = self._handlers.get(message.get("type"))
-            if handler is None:
-                logger.warning("bus message of unknown type %r ignored", message.get("type"))
-                continue
-            try:
-                handler(message)
-            except Exception:
-                logger.exception("bus message handler for %r failed", message.get("type"))
+    def receive(self, message: dict) -> None:
+        """Called by the bus for each message to this process, from any thread."""
+        if asyncio._get_running_loop() is self.loop:
+            self.on_message(message)
+        else:
+            self.loop.call_soon_threadsafe(self.on_message, message)
+
+    def on_message(self, message: dict) -> None:
+        """A bus message on this hub's loop: a publish, or a command to this process."""
+        if message["type"] == "hub.publish":
+            self.hub_publish(message)
+            return
+        handler = self._commands.get(message["type"])
+        if handler is None:
+            logger.warning("bus message of unknown type %r ignored", message["type"])
+            return
+        answer = handler(message)
+        if "answer" in message:  # asked in process (the local bus)
+            message["answer"].set_result(answer)
+        elif "reply_to" in message and answer is not None:
+            task = asyncio.ensure_future(self.bus.asend(message["reply_to"], answer))
+            task.add_done_callback(_log_failure)
+
+    def bus_reconnected(self) -> None:
+        """Called by the bus after it lost and restored its connection: look for lost messages."""
+        task = asyncio.ensure_future(self.continuity.check_positions(force=True))
+        task.add_done_callback(_log_failure)
 
     async def _position_loop(self) -> None:
         """Every few seconds, catch persisted messages the bus lost with nothing after them."""
@@ -185,3 +185,8 @@ class Hub:
         # deliver() never changes membership synchronously, so the set can be iterated as is.
         for subscriber in members:
             subscriber.deliver(message)
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("bus task failed: %r", task.exception())

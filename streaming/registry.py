@@ -90,16 +90,21 @@ class ConnectionRegistry:
     def channels_changed(self, connection: ClientConnection) -> None:
         self._pending.channels[connection.connection_id] = sorted(connection.channels)
 
-    def close_local(self, connection_id: str, code: int, reason: str) -> bool:
+    def close_local(self, connection_id: str, code: int, reason: str) -> bool | None:
+        """Close a connection of this process: True if closed now, False if it was closing
+        already, None if it is not here."""
         connection = self.connections.get(connection_id)
         if connection is None:
+            return None
+        if connection.closing:
             return False
         connection.close(code, reason)
         return True
 
-    def hub_close(self, message: dict) -> None:
-        """Bus command from another process: close one of our connections."""
-        self.close_local(message["connection_id"], message["code"], message.get("reason", ""))
+    def hub_close(self, message: dict) -> dict:
+        """Bus command from another process: close one of our connections; answers whether it did."""
+        closed = self.close_local(message["connection_id"], message["code"], message.get("reason", ""))
+        return {"type": "hub.closed", "closed": bool(closed)}
 
     def _row(self, connection: ClientConnection) -> dict[str, Any]:
         identity = connection.identity

@@ -61,6 +61,11 @@ def get_runtime() -> Runtime:
     return runtime
 
 
+def all_runtimes() -> list[Runtime]:
+    """Every runtime of this process (a server has one; tests one per event loop)."""
+    return list(_runtimes.values())
+
+
 def running_runtime() -> Runtime | None:
     """The runtime of the running event loop if one was created (a server process), else None."""
     return _runtimes.get(asyncio.get_running_loop())

@@ -12,23 +12,20 @@ transaction) and an async twin prefixed with `a` (consumers, the event loop).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from streaming import metrics, protocol
-from streaming.errors import MessageTooLarge, NotFound, StreamingError, Unavailable
+from streaming import delivery, protocol
+from streaming.bus import get_bus
+from streaming.errors import MessageTooLarge, NotFound, Unavailable
 from streaming.history import history_append
-from streaming.runtime import running_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -99,110 +96,6 @@ def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:
 
 
 # ---------------------------------------------------------------------------------------------
-# The bus
-
-
-async def _group_send(outgoing: Outgoing) -> None:
-    layer = get_channel_layer()
-    try:
-        await layer.group_send(protocol.group_name(outgoing.channel), outgoing.bus_message())
-    except Exception as error:  # redis-py raises several unrelated types when Redis is away
-        metrics.BUS_FAILURES.inc()
-        raise Unavailable() from error
-    metrics.PUBLISHED.labels("true" if outgoing.envelope["offset"] is not None else "false").inc()
-
-
-async def asend_to_bus(outgoing: Outgoing) -> None:
-    """Hand an encoded envelope to the channel layer; Unavailable if the bus is down.
-
-    A persisted message the bus refuses is kept and sent again once the bus is back (it is
-    committed, so it also stays recoverable from history meanwhile).
-    """
-    try:
-        await _group_send(outgoing)
-    except Unavailable as error:
-        logger.warning("bus publish to %s failed: %r", outgoing.channel, error.__cause__)
-        if outgoing.envelope["offset"] is not None:
-            _defer(outgoing)
-            _deliver_locally(outgoing)
-        raise
-
-
-def send_to_bus(outgoing: Outgoing) -> None:
-    async_to_sync(asend_to_bus)(outgoing)
-
-
-# Persisted messages the bus refused, sent again by a retry task of this process once the bus is
-# back (the oldest are dropped past the cap; they stay recoverable from history either way).
-UNDELIVERED_MAX = 10_000
-RETRY_SECONDS = 1.0
-_undelivered: deque[Outgoing] = deque(maxlen=UNDELIVERED_MAX)
-_retry_task: asyncio.Task | None = None
-
-
-def _defer(outgoing: Outgoing) -> None:
-    global _retry_task
-    _undelivered.append(outgoing)
-    if _retry_task is None or _retry_task.done():
-        _retry_task = asyncio.get_running_loop().create_task(_retry_loop(), name="streaming-bus-retry")
-
-
-async def _retry_loop() -> None:
-    while _undelivered:
-        await asyncio.sleep(RETRY_SECONDS)
-        sent = await aretry_undelivered()
-        if sent:
-            logger.info("bus is back: delivered %d persisted message(s) held during the outage", sent)
-
-
-def _deliver_locally(outgoing: Outgoing) -> None:
-    """Hand a persisted message the bus refused to this process's own subscribers at once.
-
-    They need not wait for the bus; when the retry sends it again, the hub drops it as already
-    dispatched (continuity), and other processes recover it from history if the bus lost it.
-    """
-    runtime = running_runtime()
-    if runtime is not None:
-        runtime.hub.hub_publish(outgoing.bus_message())
-
-
-async def aretry_undelivered() -> int:
-    """Send held persisted messages in order; stops at the first failure."""
-    sent = 0
-    while _undelivered:
-        outgoing = _undelivered[0]
-        try:
-            await _group_send(outgoing)
-        except Unavailable:
-            break
-        _undelivered.popleft()
-        sent += 1
-    return sent
-
-
-def _log_undelivered(outgoing: Outgoing) -> None:
-    logger.warning(
-        "persisted message %s (%s#%s) not delivered live yet: the bus is down; it will be sent when it is back",
-        outgoing.envelope["id"], outgoing.channel, outgoing.envelope["offset"],
-    )  # fmt: skip
-
-
-def send_after_commit(outgoing: Outgoing) -> None:
-    """Deliver a committed message; if the bus is down it is held for retry (and in history)."""
-    try:
-        send_to_bus(outgoing)
-    except Unavailable:
-        _log_undelivered(outgoing)
-
-
-async def _asend_committed(outgoing: Outgoing) -> None:
-    try:
-        await asend_to_bus(outgoing)
-    except Unavailable:
-        _log_undelivered(outgoing)
-
-
-# ---------------------------------------------------------------------------------------------
 # Publishing
 
 
@@ -223,11 +116,11 @@ def publish_to_channel(
     envelope = build_envelope(channel=channel, content=content, type=type, sender=sender, message_id=message_id)
     if not persist:
         outgoing = prepare(channel, envelope, persist=False)
-        send_to_bus(outgoing)
+        delivery.send(outgoing)
         return outgoing.published
     with transaction.atomic():
         outgoing = prepare(channel, envelope, persist=True)
-        transaction.on_commit(partial(send_after_commit, outgoing))
+        transaction.on_commit(partial(delivery.send_committed, outgoing))
     return outgoing.published
 
 
@@ -244,10 +137,10 @@ async def apublish_to_channel(
     envelope = build_envelope(channel=channel, content=content, type=type, sender=sender, message_id=message_id)
     if not persist:
         outgoing = prepare(channel, envelope, persist=False)
-        await asend_to_bus(outgoing)
+        await delivery.asend(outgoing)
         return outgoing.published
     outgoing = await database_sync_to_async(prepare)(channel, envelope, True)
-    await _asend_committed(outgoing)
+    await delivery.asend_committed(outgoing)
     return outgoing.published
 
 
@@ -280,24 +173,28 @@ async def aconnection_close(
     code: int = protocol.CloseCode.CLOSED_BY_ADMIN,
     reason: str = "closed by an administrator",
 ) -> None:
-    """Close a live connection in whichever process holds it; NotFound if it is not open."""
+    """Close a live connection in whichever process holds it; NotFound if it is not open (or
+    already closing): the process holding it answers whether it closed it."""
     from streaming.runtime import get_runtime
 
     runtime = get_runtime()
-    if runtime.registry.close_local(connection_id, code, reason):
+    local = runtime.registry.close_local(connection_id, code, reason)
+    if local is not None:
+        if not local:
+            raise NotFound(f"No open connection {connection_id!r}.")
         return
     target = await database_sync_to_async(runtime.registry.locate)(connection_id)
     if target is None:
         raise NotFound(f"No open connection {connection_id!r}.")
-    try:
-        await get_channel_layer().send(
-            target,
-            {"type": "hub.close", "connection_id": connection_id, "code": int(code), "reason": reason},
-        )
-    except StreamingError:
-        raise
-    except Exception as error:
-        raise Unavailable() from error
+    command = {"type": "hub.close", "connection_id": connection_id, "code": int(code), "reason": reason}
+    answer = await get_bus().arequest(target, command, timeout=CLOSE_ANSWER_SECONDS)
+    if answer is None:
+        raise Unavailable(f"The server process holding {connection_id!r} did not answer.")
+    if not answer["closed"]:
+        raise NotFound(f"No open connection {connection_id!r}.")
+
+
+CLOSE_ANSWER_SECONDS = 3.0
 
 
 def connection_close(connection_id: str, code: int = protocol.CloseCode.CLOSED_BY_ADMIN) -> None:

@@ -13,6 +13,8 @@ from django.conf import settings as django_settings
 
 from tests.support.server import LiveServer, migrate, sqlite_url
 
+pytest_plugins = ["tests.support.buses"]  # the `bus` fixture
+
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 

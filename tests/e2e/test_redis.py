@@ -29,11 +29,11 @@ def cluster(live_server_factory, redis_server):
     return [live_server_factory(REDIS_URL=redis_server.url) for _ in range(2)]
 
 
-def test_redis_url_selects_the_redis_pubsub_layer(redis_server, live_server_factory):
-    code = "import django; django.setup(); from channels.layers import get_channel_layer; print(type(get_channel_layer()).__module__, type(get_channel_layer()).__name__)"
+def test_redis_url_selects_the_redis_bus(redis_server, live_server_factory):
+    code = "import django; django.setup(); from streaming.bus import get_bus; print(type(get_bus()).__name__)"
     env = base_env(live_server_factory.database_url, REDIS_URL=redis_server.url)
     output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    assert output.stdout.split() == ["channels_redis.pubsub", "RedisPubSubChannelLayer"]
+    assert output.stdout.split() == ["RedisBus"]
 
 
 async def test_publish_on_one_process_reaches_ws_and_sse_clients_on_the_other(cluster, redis_server):
@@ -41,9 +41,9 @@ async def test_publish_on_one_process_reaches_ws_and_sse_clients_on_the_other(cl
     async with WSClient(b.ws + "/ws/connect") as ws, SSEReader(b.http + "/sse/connect?channels=cross") as sse:
         await ws.call("subscribe", {"channel": "cross"})
         await sse.until("stream-open")
-        # the bus really is Redis: process B's hub has subscribed to the channel's group there
+        # the bus really is Redis: process B's hub has subscribed to the channel there
         channels = [c.decode() for c in redis_server.client().pubsub_channels("realtime*")]
-        assert any("__group__rt.ch." in c for c in channels)
+        assert "realtime:c:cross" in channels
         async with httpx.AsyncClient() as http:
             published = (
                 await http.post(
@@ -190,10 +190,10 @@ async def test_a_process_joins_the_bus_before_its_first_connection(live_server_f
     redis = PrivateRedis().start()
     try:
         server = live_server_factory(REDIS_URL=redis.url)
-        # Nothing has connected yet: the hub's channel is already subscribed in Redis, so the first
-        # handshakes of a reconnect storm do not wait for it (they passed daphne's connect timeout).
+        # Nothing has connected yet: the process's address is already subscribed in Redis, so the
+        # first handshakes of a reconnect storm do not wait for it (they passed daphne's connect timeout).
         channels = [c.decode() for c in redis.client().pubsub_channels("realtime*")]
-        assert [name for name in channels if name.startswith("realtimehub.")], channels
+        assert [name for name in channels if name.startswith("realtime:p:")], channels
         assert "runtime not started" not in server.log()
     finally:
         redis.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from channels.layers import channel_layers
 
 from streaming import protocol
 from streaming.models import ChannelMessage, Connection, ServerProcess
@@ -13,39 +12,6 @@ pytestmark = pytest.mark.django_db
 
 def post(client, path, body, **extra):
     return client.post(path, body, content_type="application/json", **extra)
-
-
-class RecordingLayer:
-    """A channel layer that records what is handed to it (sync test client: no shared loop)."""
-
-    def __init__(self) -> None:
-        self.groups: dict[str, list[dict]] = {}
-        self.sent: dict[str, list[dict]] = {}
-
-    async def group_send(self, group: str, message: dict) -> None:
-        self.groups.setdefault(group, []).append(message)
-
-    async def send(self, channel: str, message: dict) -> None:
-        self.sent.setdefault(channel, []).append(message)
-
-
-@pytest.fixture
-def bus():
-    """Replace the channel layer; `bus.received(channel)` is the one bus message of a publish."""
-    layer = RecordingLayer()
-    previous = channel_layers.backends.get("default")
-    channel_layers.backends["default"] = layer
-
-    def received(channel: str) -> dict:
-        (message,) = layer.groups[protocol.group_name(channel)]
-        return message
-
-    layer.received = received
-    yield layer
-    if previous is None:
-        channel_layers.backends.pop("default", None)
-    else:
-        channel_layers.backends["default"] = previous
 
 
 def test_seed_send_to_channel_curl_example_works_verbatim(client, bus, django_capture_on_commit_callbacks):

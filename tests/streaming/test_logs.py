@@ -224,7 +224,7 @@ def _settings_with_passwords_in_urls(settings) -> None:
     settings.REALTIME = dataclasses.replace(
         settings.REALTIME,
         database_url=f"postgres://app:{db_password}@db:5432/app",
-        redis_url=f"redis://:{redis_password}@cache:6379/0",
+        redis_urls=(f"redis://:{redis_password}@cache:6379/0",),
     )
     settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": [f"redis://:{redis_password}@cache:6379/0"]}}}
     _URL_PASSWORDS[:] = [db_password, redis_password]
