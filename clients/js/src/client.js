@@ -12,9 +12,7 @@ import { LIFECYCLE_EVENTS, Subscription } from "./subscription.js";
 import { refreshDelay, tokenExpiry } from "./token.js";
 import { WebSocketTransport } from "./websocket.js";
 
-export { Backoff } from "./backoff.js";
-export { ConnectionError, FatalError, RealtimeError, ReplyError } from "./errors.js";
-export { Subscription } from "./subscription.js";
+export { Backoff, ConnectionError, FatalError, RealtimeError, ReplyError, Subscription };
 
 const CHANNEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$/;
 // Subscribe failures worth another try on the same connection: the server was briefly unable.
@@ -189,12 +187,15 @@ export class RealtimeClient extends Emitter {
     transport.open();
   }
 
-  /** The token for the next attempt: a new one from getToken when there is none, it expires soon, or it was refused. */
+  /**
+   * The token for the next attempt: a new one from getToken when there is none, it was refused, or
+   * it has (all but) expired; one that is merely close to expiry is renewed on the connection.
+   */
   async _credential() {
-    const { getToken, tokenRefreshMargin } = this.options;
+    const { getToken } = this.options;
     const expiry = tokenExpiry(this._token);
     this._tokenFresh = false;
-    if (getToken && (this._tokenStale || !this._token || (expiry !== null && expiry - Date.now() < tokenRefreshMargin))) {
+    if (getToken && (this._tokenStale || !this._token || (expiry !== null && expiry - Date.now() < 1000))) {
       this._token = (await getToken()) || null;
       this._tokenStale = false;
       this._tokenFresh = true;

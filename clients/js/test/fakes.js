@@ -183,7 +183,7 @@ export function fakeFetch() {
     return request.response;
   };
   fetch.requests = requests;
-  fetch.nth = (count) => waitFor(() => requests[count - 1], { what: `SSE request #${count}` });
+  fetch.nth = (count, options = {}) => waitFor(() => requests[count - 1], { what: `SSE request #${count}`, ...options });
   return fetch;
 }
 
