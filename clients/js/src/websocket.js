@@ -3,7 +3,7 @@
 import { Transport } from "./transport.js";
 
 const ACCESS_TOKEN_SUBPROTOCOL = "access_token";
-// Browsers do not show the close reason daphne would send; the client names each code itself.
+// What each close code means, for a close that comes without a reason.
 const CLOSE_REASONS = /** @type {Record<number, string>} */ ({
   1000: "closed normally",
   1001: "the server is going away",
