@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
 RELIABILITY := .reliability
 
-.PHONY: run test test-fast test-cluster test-image test-reliability lint migrate superuser clean bench
+.PHONY: run test test-js test-fast test-cluster test-image test-reliability lint migrate superuser clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -47,13 +47,30 @@ run: $(VENV)/.installed
 	@echo ""
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python -m realtime_project.server -b $(HOST) -p $(PORT) realtime_project.asgi:application
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev test-js
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -m "not reliability and not image" $(PYTEST_ARGS)
 
 # The edit-and-test loop: no servers, no browser, no Redis or PostgreSQL; two workers.
 FAST := not reliability and not server and not browser and not cluster and not redis and not postgres
 test-fast: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -n 2 -m "$(FAST)" $(PYTEST_ARGS)
+
+JS := clients/js
+
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
+	touch $@
+
+# The browser client's unit, size and packaging tests (node's test runner). Without Node.js they
+# are skipped locally and fail under CI, like the tests that need Redis or Chromium.
+test-js:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory $(JS)/node_modules/.installed && cd $(JS) && npm test --silent; \
+	elif [ "$$CI" = true ]; then \
+	  echo "test-js: Node.js and npm are required under CI" >&2; exit 1; \
+	else \
+	  echo "test-js: SKIPPED, Node.js or npm is not installed (the browser client's unit tests did not run)"; \
+	fi
 
 # The production shape alone: daphne processes behind nginx on Redis and PostgreSQL.
 test-cluster: $(VENV)/.installed-dev

@@ -124,7 +124,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The browser client (clients/js, an npm package too) is served as /static/realtime/client.js.
+STATICFILES_DIRS = [BASE_DIR / "static", ("realtime", BASE_DIR / "clients" / "js" / "src")]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

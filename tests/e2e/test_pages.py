@@ -310,6 +310,39 @@ def test_sse_page_streams_messages_from_the_page_and_the_api(live_server, open_p
 
 
 @pytest.mark.browser
+def test_sse_page_shows_every_event_type_the_stream_delivers(live_server, open_page):
+    """The README's own example publishes `news_update`: it shows with no list of types to fill in."""
+    sse = open_page(live_server.http + "/sse/test")
+    assert sse.page.locator("#connect-form").get_by_label("Also listen for event types").count() == 0
+    sse.subscribe("news")
+    sse.connect()
+    expect_connected(sse)
+    post(live_server, "/ws/send-to-channel", {"channel": "news", "message": {"type": "news_update", "content": {"title": "Hello"}}, "persist": True})  # fmt: skip
+    post(live_server, "/sse/send-to-channel", {"channel": "news", "event": "quote_of_the_day", "data": "carpe diem"})
+    expect_text(sse.log, '"type":"news_update","channel":"news","content":{"title":"Hello"}')
+    expect_text(sse.log, '"type":"quote_of_the_day","channel":"news","content":"carpe diem"')
+
+
+@pytest.mark.browser
+def test_frame_log_cuts_long_frames_and_shows_their_size(live_server, open_page):
+    from playwright.sync_api import expect
+
+    ws = open_page(live_server.http + "/ws/test-page")
+    ws.subscribe("bulk")
+    ws.connect()
+    expect_text(ws.subscription_state("bulk"), "live")
+    post(live_server, "/ws/send-to-channel", {"channel": "bulk", "message": {"content": "x" * 900_000}})
+    entry = ws.log.locator("li", has_text='"channel":"bulk","content":"xxx')
+    more = entry.get_by_role("button", name=re.compile(r"^87\d\.\d KB in all: show$"))
+    expect(more).to_be_visible()
+    shown = entry.locator(".log-body").inner_text()
+    assert 2000 < len(shown) < 2010 and shown.endswith("…")
+    more.click()
+    expect(more).to_have_count(0)
+    assert len(entry.locator(".log-body").inner_text()) > 900_000
+
+
+@pytest.mark.browser
 def test_sse_page_shows_notifications_as_toasts_coloured_by_level(live_server, open_page):
     from playwright.sync_api import expect
 

@@ -1,5 +1,7 @@
 // The connection's visible state: a badge, the countdown to the next reconnect, and a detail line.
 
+const TICK_MS = 100;
+
 const STATES = new Set(["disconnected", "connecting", "connected", "reconnecting", "refused"]);
 
 export class ConnectionStatus {
@@ -10,10 +12,12 @@ export class ConnectionStatus {
     this.detailLine = document.getElementById("connection-detail");
     this.nowButton.addEventListener("click", onReconnectNow);
     this.state = "disconnected";
+    this.ticker = null;
   }
 
   set(state, detail) {
     if (!STATES.has(state)) throw new Error(`unknown connection state ${state}`);
+    if (state !== "reconnecting") this.stopCountdown();
     this.state = state;
     this.badge.className = `badge state-${state}`;
     this.badge.textContent = state;
@@ -22,6 +26,25 @@ export class ConnectionStatus {
 
   detail(text) {
     this.detailLine.textContent = text;
+  }
+
+  /** Count down the `delayMs` the client waits before reconnect attempt `attempt`. */
+  startCountdown(delayMs, attempt) {
+    this.stopCountdown();
+    const deadline = performance.now() + delayMs;
+    const tick = () => {
+      const left = deadline - performance.now();
+      if (left > 0) this.showCountdown(left, attempt);
+      else this.stopCountdown();
+    };
+    this.ticker = setInterval(tick, TICK_MS);
+    tick();
+  }
+
+  stopCountdown() {
+    clearInterval(this.ticker);
+    this.ticker = null;
+    this.showCountdown(null);
   }
 
   /** Show the time left before reconnect attempt `attempt`; `msLeft` null hides it. */

@@ -1,6 +1,8 @@
 // The log of every frame in and out, with timestamps: bounded, filterable, and never showing a secret.
 
 const MAX_ENTRIES = 1000;
+// Longer frames are cut in the log (a 900 KB message would freeze the page); their size is shown.
+export const SHOWN_CHARS = 2000;
 const REDACTED = "[redacted]";
 // Frames hidden by the "heartbeats" switch: they arrive every few seconds and bury the rest.
 const QUIET_LABELS = new Set(["heartbeat", "ping", "pong"]);
@@ -76,8 +78,22 @@ export class FrameLog {
     const name = Object.assign(document.createElement("span"), { className: "log-label", textContent: label });
     name.title = label;
     const body = Object.assign(document.createElement("code"), { className: "log-body" });
-    body.textContent = this.redact(typeof payload === "string" ? payload : JSON.stringify(payload));
+    const text = this.redact(typeof payload === "string" ? payload : JSON.stringify(payload));
     entry.append(time, arrow, name, body);
+    if (text.length <= SHOWN_CHARS) {
+      body.textContent = text;
+      return entry;
+    }
+    body.textContent = `${text.slice(0, SHOWN_CHARS)}…`;
+    const size = new TextEncoder().encode(text).length;
+    const more = Object.assign(document.createElement("button"), { type: "button", className: "log-more button-small" });
+    more.textContent = `${formatBytes(size)} in all: show`;
+    more.title = `${size.toLocaleString("en")} bytes; the log shows the first ${SHOWN_CHARS} characters`;
+    more.addEventListener("click", () => {
+      body.textContent = text;
+      more.remove();
+    });
+    entry.append(more);
     return entry;
   }
 
@@ -95,6 +111,12 @@ export class FrameLog {
     const needle = this.filterInput.value.trim().toLowerCase();
     entry.classList.toggle("is-filtered", needle !== "" && !entry.textContent.toLowerCase().includes(needle));
   }
+}
+
+/** 931.2 KB, 12.0 MB, 840 bytes. */
+export function formatBytes(size) {
+  if (size < 1024) return `${size} bytes`;
+  return size < 1024 * 1024 ? `${(size / 1024).toFixed(1)} KB` : `${(size / 1024 / 1024).toFixed(1)} MB`;
 }
 
 export function frameLogFromPage() {

@@ -1,4 +1,5 @@
-// The page's channels: for each its state after the last (re)subscribe and the newest offset seen.
+// The page's channels: for each its state after the last (re)subscribe and its position (the
+// library's: the offset of the last message seen, resumed from after a reconnect).
 
 const STATE_TITLES = {
   pending: "waiting for a connection",
@@ -49,14 +50,6 @@ export class SubscriptionList {
     if (!entry) return;
     Object.assign(entry, changes);
     this.render(channel);
-  }
-
-  /** Note the offset of a delivered message; offsets only move forward. */
-  advance(channel, offset) {
-    const entry = this.entries.get(channel);
-    if (entry && Number.isInteger(offset) && (entry.offset === null || offset > entry.offset)) {
-      this.update(channel, { offset });
-    }
   }
 
   markAll(state) {

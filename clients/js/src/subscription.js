@@ -1,0 +1,108 @@
+// One channel's subscription: its state, its position, and the envelopes delivered on it.
+
+import { Emitter } from "./emitter.js";
+import { ConnectionError } from "./errors.js";
+
+/** Event names of the client and its subscriptions: an envelope of such a `type` reaches `message` only. */
+export const LIFECYCLE_EVENTS = new Set([
+  "state", "connecting", "connected", "disconnected", "error", "message", "trace",
+  "subscribed", "unsubscribed", "gap",
+]); // prettier-ignore
+
+/**
+ * @typedef {"subscribing" | "subscribed" | "unsubscribed"} SubscriptionState
+ * @typedef {{channel: string, resumed: boolean, recovered: boolean, position: unknown}} SubscribedContext
+ *   `resumed`: the subscription asked to continue from a position; `recovered`: it did, and nothing
+ *   published since was missed.
+ */
+
+export class Subscription extends Emitter {
+  /**
+   * Made by `client.subscribe()`.
+   * @param {import("./client.js").RealtimeClient} client
+   * @param {string} channel
+   * @param {unknown} since
+   */
+  constructor(client, channel, since) {
+    super();
+    this.client = client;
+    this.channel = channel;
+    /** @type {SubscriptionState} */
+    this.state = "subscribing";
+    /** Where the next (re)subscription resumes from: opaque, from the server. @type {unknown} */
+    this.position = since ?? null;
+    /** Whether the last resumption missed nothing; null when it did not resume. @type {boolean | null} */
+    this.recovered = null;
+    /** Why the server refused the subscription, when it did. @type {Error | null} */
+    this.error = null;
+  }
+
+  /** Leave the channel; it is not restored after reconnections. */
+  unsubscribe() {
+    return this.client._unsubscribe(this);
+  }
+
+  /**
+   * Resolves once subscribed (now, if it is); rejects if the subscription ends first or `timeout` ms pass.
+   * @param {number} [timeout]
+   * @returns {Promise<void>}
+   */
+  ready(timeout = this.client.options.requestTimeout) {
+    if (this.state === "subscribed") return Promise.resolve();
+    if (this.state === "unsubscribed") return Promise.reject(this.error || new ConnectionError("unsubscribed", "unsubscribed"));
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off("state", settle);
+      };
+      /** @param {{state: SubscriptionState}} change */
+      const settle = ({ state }) => {
+        if (state === "subscribing") return;
+        done();
+        if (state === "subscribed") resolve();
+        else reject(this.error || new ConnectionError("unsubscribed", `unsubscribed from ${this.channel}`));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new ConnectionError("timeout", `not subscribed to ${this.channel} within ${timeout / 1000} s`));
+      }, timeout);
+      this.on("state", settle);
+    });
+  }
+
+  /** @param {SubscriptionState} state */
+  _setState(state) {
+    const previous = this.state;
+    if (state === previous) return;
+    this.state = state;
+    this.emit("state", { state, previous });
+  }
+
+  /**
+   * The server confirmed the subscription; the replayed history follows.
+   * @param {boolean} resumed
+   * @param {boolean} recovered
+   */
+  _subscribed(resumed, recovered) {
+    this.recovered = resumed ? recovered : null;
+    if (resumed && !recovered) this.emit("gap", { channel: this.channel, position: this.position });
+    this._setState("subscribed");
+    /** @type {SubscribedContext} */
+    const context = { channel: this.channel, resumed, recovered: resumed && recovered, position: this.position };
+    this.emit("subscribed", context);
+  }
+
+  /** @param {Record<string, any>} envelope */
+  _deliver(envelope) {
+    this.emit("message", envelope);
+    if (!LIFECYCLE_EVENTS.has(envelope.type)) this.emit(envelope.type, envelope);
+  }
+
+  /** The subscription is over: unsubscribed, or refused by the server (`error`). @param {Error | null} error */
+  _ended(error) {
+    this.error = error;
+    this._setState("unsubscribed");
+    this.emit("unsubscribed", { channel: this.channel, error });
+    if (error) this.emit("error", { error });
+  }
+}
