@@ -84,6 +84,10 @@ class Config:
     channel_history_size: int
     channel_history_ttl: int
     history_page_max_bytes: int
+    publish_idempotency_window: float
+    publish_batch_max_items: int
+    publish_batch_max_bytes: int
+    publish_idempotency_keys: int
     closed_connection_retention: int
     registry_flush_interval: float
     reliability_echo_route: bool = False  # test-only `/ws/echo` for conformance runs
@@ -256,6 +260,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         channel_history_size=env.integer("CHANNEL_HISTORY_SIZE", 100, minimum=0),
         channel_history_ttl=env.integer("CHANNEL_HISTORY_TTL", 86400, minimum=1),
         history_page_max_bytes=env.integer("HISTORY_PAGE_MAX_BYTES", 1048576, minimum=1024),
+        publish_idempotency_window=env.number("PUBLISH_IDEMPOTENCY_WINDOW", 120),
+        publish_batch_max_items=env.integer("PUBLISH_BATCH_MAX_ITEMS", 1000, minimum=1),
+        publish_batch_max_bytes=env.integer("PUBLISH_BATCH_MAX_BYTES", 4 * 1048576, minimum=1024),
+        publish_idempotency_keys=env.integer("PUBLISH_IDEMPOTENCY_KEYS", 100_000, minimum=1),
         closed_connection_retention=env.integer("CLOSED_CONNECTION_RETENTION", 86400, minimum=0),
         registry_flush_interval=env.number("REGISTRY_FLUSH_INTERVAL", 1.0, strict=True),
         reliability_echo_route=env.boolean("RELIABILITY_ECHO_ROUTE", False),

@@ -135,7 +135,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG or not STATIC_ROOT.is_dir()
 
 # The HTTP API refuses bodies over the publish limit itself (413); Django's own cap sits above it.
-DATA_UPLOAD_MAX_MEMORY_SIZE = REALTIME.sse_max_message_size * 2 + 65536
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(REALTIME.sse_max_message_size, REALTIME.publish_batch_max_bytes) * 2 + 65536
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [

@@ -302,6 +302,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             type=message_type,
             sender=self.sender,
             persist=data.get("persist", False),
+            message_id=data.get("id"),
         )
         self.send_frame(protocol.reply("ack", published.as_ack(), request_id))
 

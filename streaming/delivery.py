@@ -52,6 +52,25 @@ async def asend(outgoing: Outgoing) -> None:
     _count(outgoing)
 
 
+def send_committed_many(outgoings: list[Outgoing]) -> None:
+    """Deliver committed messages in order (an `on_commit` callback); held for retry if the bus is down."""
+    for outgoing in outgoings:
+        send_committed(outgoing)
+
+
+async def asend_committed_many(outgoings: list[Outgoing]) -> None:
+    """Deliver committed messages in order, in one round trip to the bus where it has them."""
+    messages = [(outgoing.channel, outgoing.bus_message()) for outgoing in outgoings]
+    try:
+        await get_bus().apublish_many(messages)
+    except Unavailable:  # who of them got through is unknown: send each again (duplicates are dropped)
+        for outgoing in outgoings:
+            await asend_committed(outgoing)
+        return
+    for outgoing in outgoings:
+        _count(outgoing)
+
+
 def send_committed(outgoing: Outgoing) -> None:
     """Deliver a committed message (an `on_commit` callback): held for retry if the bus is down."""
     try:

@@ -7,17 +7,19 @@ Synchronous (ORM); async callers go through `database_sync_to_async`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from streaming import protocol
 from streaming.models import Channel, ChannelMessage
 
 
@@ -32,30 +34,64 @@ class Recovery:
     has_more: bool = False
 
 
-def history_append(*, channel: str, envelope: dict[str, Any], encode: Callable[[dict[str, Any]], str]) -> str:
-    """Store an envelope at the next offset of its channel; returns its text, encoded by `encode`
-    once the offset is set (the one encoding of the publish, stored and delivered as it is).
+def history_append(entries: Sequence[tuple[str, dict[str, Any], str]]) -> list[str]:
+    """Store envelopes at the next offsets of their channels, in the order given; returns their
+    texts with the offsets set (`entries` are (channel, envelope, text with a null offset)).
 
-    Must run inside a transaction: the UPDATE of the channel head row locks it until commit, so
-    concurrent publishers get consecutive offsets, and a rollback gives the offset back.
+    Must run inside a transaction. One statement moves every channel head of the batch on
+    (creating those that are new) and returns the new heads: it locks those rows until commit,
+    in name order (no deadlock between batches), so concurrent publishers — in any process — get
+    consecutive offsets, and a rollback gives them back. One more inserts the messages, and one
+    trims what is past CHANNEL_HISTORY_SIZE.
     """
     now = timezone.now()
-    if not Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1, updated_at=now):
-        try:
-            with transaction.atomic():
-                Channel.objects.create(name=channel, last_offset=1, updated_at=now)
-        except IntegrityError:  # another publisher created it first; take the next one
-            Channel.objects.filter(name=channel).update(last_offset=F("last_offset") + 1, updated_at=now)
-    offset = Channel.objects.filter(name=channel).values_list("last_offset", flat=True).get()
-    envelope["offset"] = offset
-    text = encode(envelope)
-    ChannelMessage.objects.create(
-        channel_id=channel, offset=offset, message_id=envelope["id"], type=envelope["type"], text=text, created_at=now
-    )
+    counts = Counter(channel for channel, _, _ in entries)
+    heads = _advance_heads(counts, now)
+    next_offset = {channel: heads[channel] - count + 1 for channel, count in counts.items()}
+    texts, rows = [], []
+    for channel, envelope, text in entries:
+        offset = next_offset[channel]
+        next_offset[channel] = offset + 1
+        envelope["offset"] = offset
+        text = protocol.with_offset(text, offset)
+        texts.append(text)
+        rows.append(
+            ChannelMessage(
+                channel_id=channel,
+                offset=offset,
+                message_id=envelope["id"],
+                type=envelope["type"],
+                text=text,
+                created_at=now,
+            )
+        )
+    ChannelMessage.objects.bulk_create(rows)
     keep = settings.REALTIME.channel_history_size
-    if offset > keep:
-        ChannelMessage.objects.filter(channel_id=channel, offset__lte=offset - keep).delete()
-    return text
+    trim = Q()
+    for channel, head in heads.items():
+        if head > keep:
+            trim |= Q(channel_id=channel, offset__lte=head - keep)
+    if trim:
+        ChannelMessage.objects.filter(trim).delete()
+    return texts
+
+
+def _advance_heads(counts: dict[str, int], now: Any) -> dict[str, int]:
+    """Add `counts` to the channels' heads (an upsert with RETURNING); the new heads by channel."""
+    table = connection.ops.quote_name(Channel._meta.db_table)
+    names = sorted(counts)
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(names))
+    params: list[Any] = []
+    for name in names:
+        params += [name, counts[name], now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (name, last_offset, created_at, updated_at) VALUES {values} "
+            f"ON CONFLICT (name) DO UPDATE SET last_offset = {table}.last_offset + excluded.last_offset, "
+            "updated_at = excluded.updated_at RETURNING name, last_offset",
+            params,
+        )
+        return dict(cursor.fetchall())
 
 
 def history_head(channel: str) -> int:

@@ -72,12 +72,12 @@ class BoundedBody:
 
     def __init__(self, inner: Any, limit: Any) -> None:
         self.inner = inner
-        self.limit = limit  # a callable: the setting is read per request
+        self.limit = limit  # path → bytes; the settings are read per request
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
-        limit = self.limit()
+        limit = self.limit(scope.get("path", ""))
         length = _content_length(scope)
         if length is not None:
             if length > limit:
@@ -122,9 +122,14 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replayed
 
 
-def http_body_limit() -> int:
-    """The largest request body any endpoint takes (bytes)."""
-    return settings.REALTIME.sse_max_message_size
+BATCH_PATH = "/api/publish/batch/"
+
+
+def http_body_limit(path: str) -> int:
+    """The largest request body the endpoint at `path` takes (bytes): a batch of messages
+    PUBLISH_BATCH_MAX_BYTES, anything else one message's SSE_MAX_MESSAGE_SIZE."""
+    config = settings.REALTIME
+    return config.publish_batch_max_bytes if path == BATCH_PATH else config.sse_max_message_size
 
 
 def too_large_body(limit: int) -> bytes:

@@ -1,19 +1,20 @@
 """The one publish path, and the other writes of the realtime core.
 
 Everything that sends — HTTP API, WebSocket actions, admin, notifications, the server-side
-Python API — calls these functions; nothing else calls `group_send`. A publish validates the
-channel, builds the envelope once, encodes it once, stores it first when persisted (delivery
-after commit) and hands the text to the channel layer, where every process with local
-subscribers receives it once (see `hub.py`).
+Python API — calls these functions. A publish validates its channel, builds the envelope once
+and encodes it once (persistence sets the offset in that text, `protocol.with_offset`); a
+persisted one is committed before it is delivered, and every process with subscribers of the
+channel receives it once (`bus`, `hub`).
 
 Each write has a sync form (views, admin, management commands: a thread, possibly inside a
-transaction) and an async twin prefixed with `a` (consumers, the event loop).
+transaction) and an async twin prefixed with `a` (consumers, async views: the event loop, where
+persisted publishes share transactions — `commits`). A publish with an `id` already published to
+its channel within PUBLISH_IDEMPOTENCY_WINDOW answers the first result (`idempotency`).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,12 +23,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
-from streaming import delivery, protocol
+from streaming import commits, delivery, idempotency, protocol
 from streaming.bus import get_bus
 from streaming.errors import MessageTooLarge, NotFound, Unavailable
-from streaming.history import history_append
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,12 +44,27 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Publish:
+    """One message to publish (an item of a batch)."""
+
+    channel: str
+    content: Any
+    type: str = protocol.DEFAULT_SERVER_TYPE
+    sender: dict[str, Any] | None = None
+    message_id: str | None = None
+    persist: bool = False
+
+
+@dataclass(slots=True)
 class Outgoing:
     """An envelope ready for the bus: encoded once, with the routing data beside it."""
 
     channel: str
     text: str
     envelope: dict[str, Any]
+    persist: bool = False
+    keyed: bool = False  # its id came from the publisher: a retry of it is answered, not sent again
+    claim: Any = field(default=None, repr=False)  # the idempotency claim of that id
 
     @property
     def published(self) -> Published:
@@ -61,42 +74,110 @@ class Outgoing:
         return protocol.bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"])
 
 
-def build_envelope(
+def prepare(publish: Publish) -> Outgoing:
+    """Validate, build and encode (once) the envelope of a publish; nothing is stored or sent."""
+    protocol.validate_channel(publish.channel)
+    envelope = protocol.envelope(
+        id=publish.message_id, type=publish.type, channel=publish.channel, content=publish.content,
+        sender=publish.sender,
+    )  # fmt: skip
+    text = protocol.encode(envelope)
+    limit = settings.REALTIME.sse_max_message_size
+    # 20 bytes for the offset persistence writes in.
+    if len(text) + 20 > limit // 4 and len(text.encode()) + 20 > limit:
+        raise MessageTooLarge(f"The message is larger than {limit} bytes.")
+    return Outgoing(publish.channel, text, envelope, publish.persist, publish.message_id is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing from the event loop
+
+
+async def apublish(publish: Publish) -> Published:
+    """Publish one message (async); see `publish_to_channel`."""
+    (published,) = await apublish_batch([publish])
+    return published
+
+
+async def apublish_batch(publishes: list[Publish]) -> list[Published]:
+    """Publish several messages: all are validated before any is sent, the persisted ones are
+    committed in one transaction, and the results come back in order."""
+    return await _apublish_prepared([prepare(publish) for publish in publishes])
+
+
+async def _apublish_prepared(outgoings: list[Outgoing]) -> list[Published]:
+    earlier = await _claim(outgoings)
+    fresh = [o for o, before in zip(outgoings, earlier, strict=True) if before is None]
+    try:
+        persisted = [o for o in fresh if o.persist]
+        if persisted:
+            await commits.acommit(persisted)  # delivered in offset order by the group commit
+        for outgoing in fresh:
+            if not outgoing.persist:
+                await delivery.asend(outgoing)
+    except BaseException:
+        await _release(fresh)
+        raise
+    await _record(fresh)
+    return [before or outgoing.published for outgoing, before in zip(outgoings, earlier, strict=True)]
+
+
+async def _claim(outgoings: list[Outgoing]) -> list[Published | None]:
+    """Claim the ids of the outgoings that have one; the earlier result where one was published."""
+    window = settings.REALTIME.publish_idempotency_window
+    earlier: list[Published | None] = []
+    for outgoing in outgoings:
+        found = None
+        if window and outgoing.keyed and outgoing.claim is None:
+            claim = await idempotency.claims().claim(
+                idempotency.claim_key(outgoing.channel, outgoing.envelope["id"]), window
+            )
+            if claim.earlier is not None:
+                found = Published(**claim.earlier)
+            outgoing.claim = claim
+        earlier.append(found)
+    return earlier
+
+
+async def _record(outgoings: list[Outgoing]) -> None:
+    window = settings.REALTIME.publish_idempotency_window
+    for outgoing in outgoings:
+        if outgoing.claim is not None and outgoing.claim.key is not None:
+            published = outgoing.published
+            result = {"id": published.id, "channel": published.channel, "offset": published.offset}
+            await idempotency.claims().done(outgoing.claim.key, result, window)
+
+
+async def _release(outgoings: list[Outgoing]) -> None:
+    for outgoing in outgoings:
+        if outgoing.claim is not None and outgoing.claim.key is not None:
+            await idempotency.claims().release(outgoing.claim.key)
+
+
+async def apublish_to_channel(
     *,
     channel: str,
     content: Any,
     type: str = protocol.DEFAULT_SERVER_TYPE,
     sender: dict[str, Any] | None = None,
+    persist: bool = False,
     message_id: str | None = None,
-) -> dict[str, Any]:
-    """Validate and build the envelope of a channel message (offset comes with persistence)."""
-    protocol.validate_channel(channel)
-    return protocol.envelope(id=message_id, type=type, channel=channel, content=content, sender=sender)
+) -> Published:
+    """Async twin of `publish_to_channel`."""
+    return await apublish(Publish(channel, content, type, sender, message_id, persist))
 
 
-def _encode_checked(envelope: dict[str, Any]) -> str:
-    text = protocol.encode(envelope)
-    limit = settings.REALTIME.sse_max_message_size
-    if len(text) > limit // 4 and len(text.encode()) > limit:
-        raise MessageTooLarge(f"The message is larger than {limit} bytes.")
-    return text
+async def apublish_to_user(*, user_id: str, content: Any, **options: Any) -> Published:
+    channel = protocol.user_channel(protocol.validate_user_id(user_id))
+    return await apublish_to_channel(channel=channel, content=content, **options)
 
 
-def _persist(channel: str, envelope: dict[str, Any]) -> Outgoing:
-    """Store the envelope in its channel's history and encode it (rolls back if too large)."""
-    with transaction.atomic():
-        return Outgoing(channel, history_append(channel=channel, envelope=envelope, encode=_encode_checked), envelope)
-
-
-def prepare(channel: str, envelope: dict[str, Any], persist: bool) -> Outgoing:
-    """Encode (and when asked, persist) an envelope: the part of a publish that may hit the DB."""
-    if persist:
-        return _persist(channel, envelope)
-    return Outgoing(channel, _encode_checked(envelope), envelope)
+async def abroadcast(*, content: Any, **options: Any) -> Published:
+    return await apublish_to_channel(channel=protocol.BROADCAST, content=content, **options)
 
 
 # ---------------------------------------------------------------------------------------------
-# Publishing
+# Publishing from sync code
 
 
 def publish_to_channel(
@@ -110,38 +191,28 @@ def publish_to_channel(
 ) -> Published:
     """Publish to a channel's subscribers on every transport and process.
 
-    With `persist`, the message is committed to the channel's history first and delivered after
-    commit (it returns once committed); without, it is delivered at most once.
+    With `persist`, the message is committed to the channel's history first — in the caller's
+    transaction when there is one — and delivered after commit (it returns once committed);
+    without, it is delivered at most once.
     """
-    envelope = build_envelope(channel=channel, content=content, type=type, sender=sender, message_id=message_id)
-    if not persist:
-        outgoing = prepare(channel, envelope, persist=False)
-        delivery.send(outgoing)
-        return outgoing.published
-    with transaction.atomic():
-        outgoing = prepare(channel, envelope, persist=True)
-        transaction.on_commit(partial(delivery.send_committed, outgoing))
-    return outgoing.published
+    (published,) = publish_batch([Publish(channel, content, type, sender, message_id, persist)])
+    return published
 
 
-async def apublish_to_channel(
-    *,
-    channel: str,
-    content: Any,
-    type: str = protocol.DEFAULT_SERVER_TYPE,
-    sender: dict[str, Any] | None = None,
-    persist: bool = False,
-    message_id: str | None = None,
-) -> Published:
-    """Async twin of `publish_to_channel`."""
-    envelope = build_envelope(channel=channel, content=content, type=type, sender=sender, message_id=message_id)
-    if not persist:
-        outgoing = prepare(channel, envelope, persist=False)
-        await delivery.asend(outgoing)
-        return outgoing.published
-    outgoing = await database_sync_to_async(prepare)(channel, envelope, True)
-    await delivery.asend_committed(outgoing)
-    return outgoing.published
+def publish_batch(publishes: list[Publish]) -> list[Published]:
+    """Sync twin of `apublish_batch`; the persisted ones join the caller's transaction, if any."""
+    outgoings = [prepare(publish) for publish in publishes]
+    if settings.REALTIME.publish_idempotency_window and any(o.keyed for o in outgoings):
+        return async_to_sync(_apublish_prepared)(outgoings)  # the claims are async; only ids pay for it
+    persisted = [outgoing for outgoing in outgoings if outgoing.persist]
+    if persisted:
+        with transaction.atomic():
+            commits.persist(persisted)
+            transaction.on_commit(partial(delivery.send_committed_many, persisted))
+    for outgoing in outgoings:
+        if not outgoing.persist:
+            delivery.send(outgoing)
+    return [outgoing.published for outgoing in outgoings]
 
 
 def publish_to_user(*, user_id: str, content: Any, **options: Any) -> Published:
@@ -150,22 +221,16 @@ def publish_to_user(*, user_id: str, content: Any, **options: Any) -> Published:
     return publish_to_channel(channel=channel, content=content, **options)
 
 
-async def apublish_to_user(*, user_id: str, content: Any, **options: Any) -> Published:
-    channel = protocol.user_channel(protocol.validate_user_id(user_id))
-    return await apublish_to_channel(channel=channel, content=content, **options)
-
-
 def broadcast(*, content: Any, **options: Any) -> Published:
     """Send to every connection of every process, on both transports."""
     return publish_to_channel(channel=protocol.BROADCAST, content=content, **options)
 
 
-async def abroadcast(*, content: Any, **options: Any) -> Published:
-    return await apublish_to_channel(channel=protocol.BROADCAST, content=content, **options)
-
-
 # ---------------------------------------------------------------------------------------------
 # Connections
+
+
+CLOSE_ANSWER_SECONDS = 3.0
 
 
 async def aconnection_close(
@@ -192,9 +257,6 @@ async def aconnection_close(
         raise Unavailable(f"The server process holding {connection_id!r} did not answer.")
     if not answer["closed"]:
         raise NotFound(f"No open connection {connection_id!r}.")
-
-
-CLOSE_ANSWER_SECONDS = 3.0
 
 
 def connection_close(connection_id: str, code: int = protocol.CloseCode.CLOSED_BY_ADMIN) -> None:

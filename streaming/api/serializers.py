@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
 from streaming import protocol
@@ -97,7 +98,12 @@ class StrictSerializer(serializers.Serializer):
 class MessageSerializer(StrictSerializer):
     """A message to publish: the envelope's `content`, and optionally its `id` and `type`."""
 
-    id = serializers.CharField(required=False, max_length=protocol.MESSAGE_ID_MAX, help_text="Defaults to a new UUID.")
+    id = serializers.CharField(
+        required=False,
+        max_length=protocol.MESSAGE_ID_MAX,
+        help_text="Defaults to a new UUID. A publish with an id already published to the channel within "
+        "PUBLISH_IDEMPOTENCY_WINDOW seconds is answered with the first result and not sent again.",
+    )
     type = MessageTypeField(required=False, default=protocol.DEFAULT_SERVER_TYPE)
     content = ContentField()
 
@@ -127,9 +133,43 @@ class EventPublishSerializer(StrictSerializer):
     persist = serializers.BooleanField(required=False, default=False)
 
 
+class BatchItemSerializer(StrictSerializer):
+    """One message of a batch: to a channel (persisted or not), a user, or everyone."""
+
+    channel = ChannelField(required=False)
+    user_id = UserIdField(required=False)
+    broadcast = serializers.BooleanField(required=False, default=False)
+    message = MessageSerializer()
+    persist = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        targets = [name for name in ("channel", "user_id") if attrs.get(name) is not None] + (
+            ["broadcast"] if attrs["broadcast"] else []
+        )
+        if len(targets) != 1:
+            raise serializers.ValidationError("Give exactly one of channel, user_id or broadcast: true.")
+        if attrs["persist"] and "channel" not in targets:
+            raise serializers.ValidationError({"persist": "Only messages to a channel are persisted."})
+        return attrs
+
+
+class BatchPublishSerializer(StrictSerializer):
+    messages = BatchItemSerializer(many=True, allow_empty=False)
+
+    def validate_messages(self, value: list) -> list:
+        limit = settings.REALTIME.publish_batch_max_items
+        if len(value) > limit:
+            raise serializers.ValidationError(f"At most {limit} messages per batch.")
+        return value
+
+
 class PublishedSerializer(serializers.Serializer):
     id = serializers.CharField()
     offset = serializers.IntegerField(required=False, help_text="Only for persisted messages.")
+
+
+class BatchPublishedSerializer(serializers.Serializer):
+    results = PublishedSerializer(many=True, help_text="One per message, in the order given.")
 
 
 class TransportStatsSerializer(serializers.Serializer):

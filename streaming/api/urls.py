@@ -3,14 +3,15 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from streaming.api import tokens, views
+from streaming.api import publish, tokens, views
 
 urlpatterns = [
     path("api/", views.ApiRootView.as_view(), name="api-root"),
-    path("ws/broadcast", views.BroadcastView.as_view(), name="ws-broadcast"),
-    path("ws/send-to-channel", views.ChannelPublishView.as_view(), name="ws-send-to-channel"),
-    path("ws/send-to-user", views.UserPublishView.as_view(), name="ws-send-to-user"),
-    path("sse/send-to-channel", views.EventPublishView.as_view(), name="sse-send-to-channel"),
+    path("ws/broadcast", publish.BroadcastView.as_view(), name="ws-broadcast"),
+    path("ws/send-to-channel", publish.ChannelPublishView.as_view(), name="ws-send-to-channel"),
+    path("ws/send-to-user", publish.UserPublishView.as_view(), name="ws-send-to-user"),
+    path("sse/send-to-channel", publish.EventPublishView.as_view(), name="sse-send-to-channel"),
+    path("api/publish/batch/", publish.BatchPublishView.as_view(), name="publish-batch"),
     path("ws/stats", views.StatsView.as_view(), name="ws-stats"),
     path("ws/connections", views.ConnectionListView.as_view(), name="ws-connections"),
     path("ws/connections/<str:connection_id>", views.ConnectionDetailView.as_view(), name="ws-connection"),
@@ -24,3 +25,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[]), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[]), name="api-redoc"),
 ]
+
+# Cookie-less requests to these go straight to their views (streaming.api.asyncview.LeanRoute).
+LEAN_PATHS = frozenset({"/ws/broadcast", "/ws/send-to-channel", "/ws/send-to-user", "/sse/send-to-channel",
+                        "/api/publish/batch/"})  # fmt: skip

@@ -1,4 +1,6 @@
-"""The HTTP API (README, "HTTP API"): publish, stats, live connections, channels and their history."""
+"""The HTTP API (README, "HTTP API"): stats, live connections, channels and their history.
+
+Publishing is in `publish.py`."""
 
 from __future__ import annotations
 
@@ -21,80 +23,10 @@ from streaming.auth import authorize_subscribe
 from streaming.errors import NotFound
 from streaming.runtime import flush_local_registry
 
-COMMON_ERRORS, ERRORS = s.COMMON_ERRORS, s.BODY_ERRORS
+COMMON_ERRORS = s.COMMON_ERRORS
 CHANNEL_NAME = OpenApiParameter(
     "name", str, OpenApiParameter.PATH, pattern=protocol.CHANNEL_RE.pattern, description="A channel name."
 )
-
-
-def _accepted(published: services.Published) -> Response:
-    return Response(published.as_ack(), status=status.HTTP_202_ACCEPTED)
-
-
-class BroadcastView(APIView):
-    """Send a message to every connection, on both transports, in every process."""
-
-    @extend_schema(request=s.BroadcastSerializer, responses={202: s.PublishedSerializer, **ERRORS})
-    def post(self, request: Request) -> Response:
-        body = s.BroadcastSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        message = body.validated_data["message"]
-        return _accepted(
-            services.broadcast(content=message["content"], type=message["type"], message_id=message.get("id"))
-        )
-
-
-class ChannelPublishView(APIView):
-    """Send a message to a channel's subscribers; with `persist` it is stored first."""
-
-    @extend_schema(request=s.ChannelPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
-    def post(self, request: Request) -> Response:
-        body = s.ChannelPublishSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data, message = body.validated_data, body.validated_data["message"]
-        return _accepted(
-            services.publish_to_channel(
-                channel=data["channel"],
-                content=message["content"],
-                type=message["type"],
-                message_id=message.get("id"),
-                persist=data["persist"],
-            )
-        )
-
-
-class UserPublishView(APIView):
-    """Send a message to every connection of one user."""
-
-    @extend_schema(request=s.UserPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
-    def post(self, request: Request) -> Response:
-        body = s.UserPublishSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data, message = body.validated_data, body.validated_data["message"]
-        return _accepted(
-            services.publish_to_user(
-                user_id=data["user_id"], content=message["content"], type=message["type"], message_id=message.get("id")
-            )
-        )
-
-
-class EventPublishView(APIView):
-    """SSE-style publish: `event` is the envelope type, `data` its content (both transports)."""
-
-    @extend_schema(request=s.EventPublishSerializer, responses={202: s.PublishedSerializer, **ERRORS})
-    def post(self, request: Request) -> Response:
-        body = s.EventPublishSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        return _accepted(
-            services.publish_to_channel(
-                channel=data["channel"],
-                content=data["data"],
-                type=data["event"],
-                message_id=data.get("id"),
-                persist=data["persist"],
-            )
-        )
 
 
 class StatsView(APIView):
@@ -238,6 +170,7 @@ def api_root_links() -> dict[str, Any]:
         "send_to_channel": "/ws/send-to-channel",
         "send_to_user": "/ws/send-to-user",
         "sse_send_to_channel": "/sse/send-to-channel",
+        "publish_batch": "/api/publish/batch/",
         "sse_notification": "/sse/notification",
         "stats": "/ws/stats",
         "connections": "/ws/connections",

@@ -92,6 +92,10 @@ class LocalBus:
         elif not self._hubs:
             await sync_to_async(self._check_served)(message)
 
+    async def apublish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        for channel, message in messages:
+            await self.apublish(channel, message)
+
     def _check_served(self, message: dict[str, Any]) -> None:
         """A process with no hub (a shell, a management command, a worker) publishing on the local
         bus reaches nobody; if a server is running elsewhere, say so instead of pretending."""

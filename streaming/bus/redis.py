@@ -80,7 +80,7 @@ class RedisBus:
     def shard(self, name: str) -> int:
         return zlib.crc32(name.encode()) % len(self.urls)
 
-    def _clients(self) -> list[redis.asyncio.Redis]:
+    def clients(self) -> list[redis.asyncio.Redis]:
         """Async clients of the running loop (redis' asyncio connections belong to one loop)."""
         loop = asyncio.get_running_loop()
         clients = self._async.get(loop)
@@ -121,20 +121,31 @@ class RedisBus:
 
     async def apublish(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            await self._clients()[self.shard(channel)].publish(channel_key(channel), encode_publish(message))
+            await self.clients()[self.shard(channel)].publish(channel_key(channel), encode_publish(message))
+        except (redis.RedisError, OSError) as error:
+            raise Unavailable() from error
+
+    async def apublish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """PUBLISH several in order: one pipeline (one round trip) per Redis server."""
+        clients = self.clients()
+        pipelines = [client.pipeline(transaction=False) for client in clients]
+        for channel, message in messages:
+            pipelines[self.shard(channel)].publish(channel_key(channel), encode_publish(message))
+        try:
+            await asyncio.gather(*(pipeline.execute() for pipeline in pipelines if len(pipeline)))
         except (redis.RedisError, OSError) as error:
             raise Unavailable() from error
 
     async def asend(self, address: str, command: dict[str, Any]) -> None:
         try:
-            await self._clients()[self.shard(address)].publish(address, encode_command(command))
+            await self.clients()[self.shard(address)].publish(address, encode_command(command))
         except (redis.RedisError, OSError) as error:
             raise Unavailable() from error
 
     async def arequest(self, address: str, command: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """Send a command and wait for its answer on a reply channel of its own (None: no answer)."""
         reply_to = f"{PREFIX}:r:{uuid.uuid4().hex}"
-        client = self._clients()[self.shard(reply_to)]
+        client = self.clients()[self.shard(reply_to)]
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(reply_to)
@@ -152,7 +163,7 @@ class RedisBus:
             await pubsub.aclose()
 
     async def aping(self) -> None:
-        await asyncio.gather(*(client.ping() for client in self._clients()))
+        await asyncio.gather(*(client.ping() for client in self.clients()))
 
 
 class _Listener:

@@ -60,6 +60,7 @@ REQUIRED = {
 INSTANCE_ATTRIBUTES = {
     "twisted FileDescriptor._tempDataLen": "bytes queued before joining dataBuffer",
     "twisted tcp.Connection.socket": "the socket a direct write goes to",
+    "twisted HTTPChannel._path": "the path of a request whose body is arriving (its limit)",
     "twisted Request.channel.transport": "an SSE stream's connection",
     "autobahn WebSocketServerProtocol.state / .transport / .factory": "an accepted WebSocket",
     "autobahn WebSocketServerProtocol._perMessageCompress / .autoFragmentSize": "frames sent as built",

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
@@ -47,7 +48,7 @@ class BoundedWebRequest(WebRequest):
 
     def gotLength(self, length: int | None) -> None:
         """Called by Twisted once the headers are in, with the declared body length (None: chunked)."""
-        if length is not None and length > http_body_limit():
+        if length is not None and length > self._body_limit():
             self.requestHeaders.removeHeader(b"expect")  # no `100 Continue` after the refusal
             self._refuse_body()
         super().gotLength(0 if self._refused else length)
@@ -57,7 +58,7 @@ class BoundedWebRequest(WebRequest):
         if self._refused:
             return
         self._body_bytes += len(data)
-        if self._body_bytes > http_body_limit():
+        if self._body_bytes > self._body_limit():
             self._refuse_body()
             return
         super().handleContentChunk(data)
@@ -67,9 +68,13 @@ class BoundedWebRequest(WebRequest):
         if not self._refused:
             super().requestReceived(command, path, version)
 
+    def _body_limit(self) -> int:
+        path = self.channel._path.split(b"?", 1)[0].decode("latin-1")  # the request line is in, the body not
+        return http_body_limit(unquote(path))
+
     def _refuse_body(self) -> None:
         self._refused = True
-        limit = http_body_limit()
+        limit = self._body_limit()
         body = too_large_body(limit)
         head = (
             b"HTTP/1.1 413 Content Too Large\r\ncontent-type: application/json\r\n"

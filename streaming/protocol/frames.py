@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming.errors import InvalidChannel, InvalidMessage, UnknownAction
-from streaming.protocol.names import REQUEST_ID_MAX, TYPE_RE, validate_channel, validate_user_id
+from streaming.protocol.names import MESSAGE_ID_MAX, REQUEST_ID_MAX, TYPE_RE, validate_channel, validate_user_id
 from streaming.protocol.shapes import check_content
 
 # ---------------------------------------------------------------------------------------------
@@ -60,6 +60,12 @@ def _user_id(value: Any) -> str:
     return validate_user_id(value)
 
 
+def _message_id(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MESSAGE_ID_MAX or "\x00" in value:
+        raise ValueError(f"a string of 1-{MESSAGE_ID_MAX} characters")
+    return value
+
+
 ACTIONS: dict[str, dict[str, Field]] = {
     "ping": {},
     "pong": {},
@@ -70,6 +76,7 @@ ACTIONS: dict[str, dict[str, Field]] = {
         "content": Field(check_content, True),
         "type": Field(_message_type),
         "persist": Field(_boolean),
+        "id": Field(_message_id),  # a retry with the same id is answered, not published again
     },
     "send_to_user": {
         "user_id": Field(_user_id, True),

@@ -85,6 +85,17 @@ def envelope(
     }
 
 
+_NULL_OFFSET = b'"offset":null}'.decode()
+
+
+def with_offset(text: str, offset: int) -> str:
+    """An encoded envelope (its `offset` null, the last key) with its offset set: persistence
+    assigns the offset after the one encoding of the publish, without a second one."""
+    if not text.endswith(_NULL_OFFSET):
+        raise ValueError("not an encoded envelope without an offset")
+    return f"{text[:-5]}{offset}}}"
+
+
 def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
     """What the bus carries for one publish: the encoded envelope plus what routing needs.
 
@@ -176,4 +187,5 @@ __all__ = [
     "presence_content",
     "reply",
     "sender",
+    "with_offset",
 ]

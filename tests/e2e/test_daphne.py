@@ -237,3 +237,33 @@ def test_a_chunked_body_under_the_limit_is_read(live_server):
     )
     answer, _ = _raw_request(live_server.port, head, [b"%x\r\n%b\r\n" % (len(body), body), b"0\r\n\r\n"])
     assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+
+
+async def test_batch_publish_reaches_subscribers_of_every_channel(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as one, WSClient(live_server.ws + "/ws/connect") as two:
+        await one.call("subscribe", {"channel": "batch-a"})
+        await two.call("subscribe", {"channel": "batch-b"})
+        messages = [
+            {"channel": "batch-a", "message": {"content": 1}, "persist": True},
+            {"channel": "batch-b", "message": {"content": 2}},
+            {"channel": "batch-a", "message": {"content": 3}, "persist": True},
+        ]
+        async with httpx.AsyncClient() as http:
+            response = await http.post(live_server.http + "/api/publish/batch/", json={"messages": messages})
+        assert response.status_code == 202, response.text
+        results = response.json()["results"]
+        assert [(await one.recv())["id"] for _ in range(2)] == [results[0]["id"], results[2]["id"]]
+        assert (await two.recv())["id"] == results[1]["id"]
+
+
+async def test_publishing_without_a_session_checks_the_host_like_django(live_server):
+    async with httpx.AsyncClient() as http:
+        body = {"channel": "hosted", "message": {"content": 1}}
+        refused = await http.post(live_server.http + "/ws/send-to-channel", json=body, headers={"Host": "evil.example"})
+        assert refused.status_code == 400
+        accepted = await http.post(live_server.http + "/ws/send-to-channel", json=body)
+        assert accepted.status_code == 202 and accepted.headers["content-type"] == "application/json"
+        with_cookie = await http.post(
+            live_server.http + "/ws/send-to-channel", json=body, headers={"Cookie": "sessionid=not-a-session"}
+        )
+        assert with_cookie.status_code == 202  # the whole Django stack: an unknown session is anonymous

@@ -22,7 +22,7 @@ def persist(channel: str, count: int) -> list[dict]:
     for n in range(count):
         envelope = protocol.envelope(type="text", channel=channel, content=n)
         with transaction.atomic():
-            history_append(channel=channel, envelope=envelope, encode=protocol.encode)
+            history_append([(channel, envelope, protocol.encode(envelope))])
         envelopes.append(envelope)
     return envelopes
 

@@ -43,10 +43,10 @@ def test_history_append_gives_consecutive_offsets_per_channel():
 
 def test_history_append_rolled_back_gives_its_offset_back():
     publish("rollback", 2)
-    envelope = services.build_envelope(channel="rollback", content="lost")
+    outgoing = services.prepare(services.Publish("rollback", "lost", persist=True))
     with pytest.raises(RuntimeError), transaction.atomic():
-        history_append(channel="rollback", envelope=envelope, encode=protocol.encode)
-        assert envelope["offset"] == 3
+        (text,) = history_append([(outgoing.channel, outgoing.envelope, outgoing.text)])
+        assert outgoing.envelope["offset"] == 3 and protocol.decode(text)["offset"] == 3
         raise RuntimeError("the publisher's transaction fails")
     assert history_head("rollback") == 2
     (again,) = publish("rollback", 1, start=2)

@@ -22,6 +22,9 @@ class RecordingBus(LocalBus):
     def publish(self, channel: str, message: dict[str, Any]) -> None:
         self.published.setdefault(channel, []).append(message)
 
+    async def apublish(self, channel: str, message: dict[str, Any]) -> None:
+        self.publish(channel, message)
+
     async def asend(self, address: str, command: dict[str, Any]) -> None:
         self.sent.setdefault(address, []).append(command)
 
