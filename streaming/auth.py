@@ -8,8 +8,12 @@ present but invalid is always refused, whether or not the transport requires aut
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +29,7 @@ from streaming import protocol
 from streaming.errors import Forbidden, InvalidMessage, Unauthenticated
 
 ACCESS_TOKEN_SUBPROTOCOL = "access_token"
+VERIFIED_TOKENS_MAX = 10_000
 ADMIN_ROLE = "admin"
 
 
@@ -87,8 +92,34 @@ class Authenticator:
             token[key] = str(value) if key == "sub" else value
         return str(token)
 
+    def __init__(self) -> None:
+        self._verified: OrderedDict[str, Identity] = OrderedDict()  # token → identity, until it expires
+        self._verified_under: Any = None  # the settings they were verified under
+        self._lock = threading.Lock()
+
     def verify_token(self, raw: str) -> Identity:
-        """Verify an access token (signature, algorithm, expiry, type) and return its identity."""
+        """Verify an access token (signature, algorithm, expiry, type) and return its identity.
+
+        A token verified before is not verified again until it expires: a backend publishing over
+        HTTP with the same token pays for its signature once (VERIFIED_TOKENS_MAX remembered).
+        """
+        with self._lock:  # sync views verify on threads, connections on the loop
+            if self._verified_under is not settings.REALTIME:  # new keys or settings: forget everything
+                self._verified.clear()
+                self._verified_under = settings.REALTIME
+            identity = self._verified.get(raw)
+            if identity is not None and identity.expires_at is not None and time.time() < identity.expires_at:
+                self._verified.move_to_end(raw)
+                return identity
+        identity = self._verify_token(raw)
+        if identity.expires_at is not None:
+            with self._lock:
+                self._verified[raw] = identity
+                if len(self._verified) > VERIFIED_TOKENS_MAX:
+                    self._verified.popitem(last=False)
+        return identity
+
+    def _verify_token(self, raw: str) -> Identity:
         try:
             token = AccessToken(raw)
             expires_at = float(token.payload["exp"]) if "exp" in token.payload else None
@@ -117,11 +148,11 @@ class Authenticator:
 
     def verify_api_key(self, raw: str) -> Identity:
         """Compare an API key with every configured key in constant time."""
-        presented = raw.encode()
+        presented = _digest(raw.encode())
         matched = False
-        for key in settings.REALTIME.ws_api_keys:
+        for key_digest in _key_digests(settings.REALTIME.ws_api_keys):
             # compare_digest on equal-length digests: no early exit on length or content.
-            matched |= hmac.compare_digest(_digest(presented), _digest(key.encode()))
+            matched |= hmac.compare_digest(presented, key_digest)
         if not matched:
             raise Unauthenticated("Invalid API key.")
         return Identity(kind="api_key", name="api-key", role=ADMIN_ROLE)
@@ -141,6 +172,12 @@ authenticator = Authenticator()
 
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _key_digests(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The digests of the configured API keys, computed once per configuration."""
+    return tuple(_digest(key.encode()) for key in keys)
 
 
 def _text_claim(value: Any) -> str | None:

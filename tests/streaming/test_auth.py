@@ -935,3 +935,20 @@ async def test_expired_sse_stream_ends_with_stream_error(ws_app, realtime):
             break
     assert b"event: stream-error" in received and b"unauthenticated" in received
     await communicator.wait(timeout=3)
+
+
+def test_a_token_is_verified_once_until_it_expires(monkeypatch):
+    from streaming import auth
+
+    calls = []
+    real = auth.Authenticator._verify_token
+    monkeypatch.setattr(auth.Authenticator, "_verify_token", lambda self, raw: calls.append(raw) or real(self, raw))
+    checker = auth.Authenticator()
+    fresh, lapsing = token_for("cached"), short_lived("lapsing", seconds=1)
+    assert checker.verify_token(fresh).user_id == checker.verify_token(fresh).user_id == "cached"
+    assert calls == [fresh]
+    checker.verify_token(lapsing)
+    time.sleep(1.1)
+    with pytest.raises(auth.Unauthenticated):  # expired since: verified again, and refused
+        checker.verify_token(lapsing)
+    assert calls == [fresh, lapsing, lapsing]
