@@ -44,7 +44,7 @@ from streaming.errors import (
     Unavailable,
 )
 from streaming.history import Recovery, history_read
-from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal
+from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal, heartbeat_text
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
@@ -59,6 +59,8 @@ def publish_ws_frame(message: dict[str, Any]) -> bytes:
         frame = message["ws"] = ws_text_frame(message["text"].encode())
     return frame
 
+
+PONG_FRAMES = frozenset({'{"action":"pong"}', '{"action": "pong"}'})
 
 # What a refused handshake is closed with, by the error that refused it.
 REFUSAL_CODES = {
@@ -117,9 +119,9 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             raise StopConsumer
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
         self.accepted = True
-        self.open(runtime, self.base_send, identity, ip, headers.get("user-agent", ""))
         config = settings.REALTIME
         self.idle_timeout = config.websocket_disconnect_timeout
+        self.open(runtime, self.base_send, identity, ip, headers.get("user-agent", ""))
         # One rate budget per client (user, else address), shared by its connections of this process.
         self._client_key = f"user:{identity.user_id}" if identity.user_id else f"ip:{ip or self.connection_id}"
         self.bucket = runtime.registry.clients.bucket(
@@ -194,7 +196,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         return protocol.encode(envelope)
 
     def heartbeat(self, now: float) -> None:
-        self.send_frame(protocol.heartbeat())
+        self.push(heartbeat_text(now))
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.push(protocol.encode(frame))
@@ -207,10 +209,12 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
     async def websocket_receive(self, message: dict) -> None:
         """Called per client frame: any frame counts as life; errors become error replies."""
-        self.last_seen = time.time()
+        self.touch(time.time())
         request_id = None
         try:
             text, allowed = self._admit_frame(message)
+            if allowed and text in PONG_FRAMES:
+                return  # a heartbeat answer, the commonest frame of an idle connection: nothing to parse
             if not allowed:
                 request_id = protocol.request_id_of(_decode_or_none(text))
                 raise RateLimited(f"More than {settings.REALTIME.client_rate_limit:g} messages/s.")

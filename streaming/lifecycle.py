@@ -239,8 +239,23 @@ class ClientConnection:
 
     # -- timers and the end ---------------------------------------------------------------------
 
+    def touch(self, now: float) -> None:
+        """The connection showed life now (a frame from its client, a heartbeat to an SSE stream)."""
+        self.last_seen = now
+        self.runtime.registry.seen(self)
+
+    def next_tick(self) -> float:
+        """When `tick` is next due: the next heartbeat, the token's expiry, or the idle deadline."""
+        due = self.next_heartbeat
+        expires_at = self.identity.expires_at
+        if expires_at is not None and expires_at < due:
+            due = expires_at
+        if self.idle_timeout and self.last_seen + self.idle_timeout < due:
+            due = self.last_seen + self.idle_timeout + 0.01
+        return due
+
     def tick(self, now: float) -> None:
-        """Called by the registry about once a second: token expiry, idleness, heartbeats."""
+        """Called by the registry when `next_tick` comes: token expiry, idleness, heartbeats."""
         if self.closing:
             return
         idle_after = self.idle_timeout
@@ -253,6 +268,8 @@ class ClientConnection:
             self.heartbeat(now)
 
     idle_timeout = 0.0  # seconds without a client frame before an idle close (0: never)
+    tick_slot = 0  # where the registry has scheduled the next tick
+    subscriptions_counted = 0  # len(channels) as the registry last counted it
 
     def release(self) -> None:
         """Leave every channel and the registry; runs once, synchronously, on the way out."""
@@ -272,6 +289,17 @@ class ClientConnection:
             "connect id=%s transport=%s ip=%s user=%s auth=%s",
             self.connection_id, self.transport, self.ip, self.identity.user_id or "-", self.identity.kind,
         )  # fmt: skip
+
+
+_heartbeat: tuple[float, str] = (-1.0, "")
+
+
+def heartbeat_text(now: float) -> str:
+    """The heartbeat frame of a registry tick, encoded once for every connection due in it."""
+    global _heartbeat
+    if _heartbeat[0] != now:
+        _heartbeat = (now, protocol.encode(protocol.heartbeat()))
+    return _heartbeat[1]
 
 
 def count_refusal(transport: str, error: StreamingError) -> None:

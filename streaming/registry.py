@@ -47,9 +47,12 @@ class ConnectionRegistry:
         self.clients = ClientLimits()
         self._counts: dict[str, int] = {"ws": 0, "sse": 0}
         self._pending = Pending()
-        self._seen_flushed: dict[str, float] = {}
+        self._seen: set[str] = set()  # connections with frames since the last flush
+        self._wheel: dict[int, list[ClientConnection]] = {}  # tick number → connections due then
+        self._subscriptions = 0  # explicit channels of all connections (the metric)
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._tick = self._tick_seconds()
         self._inflight: asyncio.Future | None = None
         self._registered_process = False
         self._next_heartbeat = 0.0
@@ -74,6 +77,8 @@ class ConnectionRegistry:
         self.clients.opened(connection.identity.user_id, connection.ip)
         self._counts[connection.transport] = self._counts.get(connection.transport, 0) + 1
         self._pending.opened[connection.connection_id] = self._row(connection)
+        connection.subscriptions_counted = 0
+        self.schedule(connection)
         if connection.channels:
             self.channels_changed(connection)
 
@@ -85,10 +90,23 @@ class ConnectionRegistry:
         metrics.record_disconnect(code)
         self._pending.closed[connection.connection_id] = (time.time(), code)
         self._pending.channels.pop(connection.connection_id, None)
-        self._seen_flushed.pop(connection.connection_id, None)
+        self._seen.discard(connection.connection_id)
+        self._subscriptions -= connection.subscriptions_counted
 
     def channels_changed(self, connection: ClientConnection) -> None:
         self._pending.channels[connection.connection_id] = sorted(connection.channels)
+        self._subscriptions += len(connection.channels) - connection.subscriptions_counted
+        connection.subscriptions_counted = len(connection.channels)
+
+    def seen(self, connection: ClientConnection) -> None:
+        """A connection showed life (a frame): its last_seen goes out with the next flush."""
+        self._seen.add(connection.connection_id)
+
+    def schedule(self, connection: ClientConnection) -> None:
+        """Call `connection.tick` at the time it asks for (`next_tick`), to the tick."""
+        slot = int(connection.next_tick() / self._tick)
+        connection.tick_slot = slot
+        self._wheel.setdefault(slot, []).append(connection)
 
     def close_local(self, connection_id: str, code: int, reason: str) -> bool | None:
         """Close a connection of this process: True if closed now, False if it was closing
@@ -148,14 +166,11 @@ class ConnectionRegistry:
         return max(0.02, min(candidates))
 
     async def _run(self) -> None:
-        tick = self._tick_seconds()
         next_flush = 0.0
         while True:
             try:
-                await asyncio.sleep(tick)
-                now = time.time()
-                for connection in list(self.connections.values()):
-                    connection.tick(now)
+                await asyncio.sleep(self._tick)
+                self._tick_due(time.time())
                 self._export_metrics()
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + settings.REALTIME.registry_flush_interval
@@ -165,10 +180,22 @@ class ConnectionRegistry:
             except Exception:
                 logger.exception("registry task failed a step; continuing")
 
+    def _tick_due(self, now: float) -> None:
+        """Tick the connections whose time has come (heartbeat, idleness, token expiry): a
+        process with 10,000 idle connections touches a few hundred a second, not all of them."""
+        current = int(now / self._tick)
+        for slot in [slot for slot in self._wheel if slot <= current]:
+            for connection in self._wheel.pop(slot):
+                if connection.tick_slot != slot or connection.connection_id not in self.connections:
+                    continue  # rescheduled since, or gone
+                connection.tick(now)
+                if not connection.closing:
+                    self.schedule(connection)
+
     def _export_metrics(self) -> None:
         for transport, count in self._counts.items():
             metrics.CONNECTIONS.labels(transport).set(count)
-        metrics.SUBSCRIPTIONS.set(sum(len(c.channels) for c in self.connections.values()))
+        metrics.SUBSCRIPTIONS.set(self._subscriptions)
         metrics.deliveries.publish()
 
     # -- database mirror ------------------------------------------------------------------------
@@ -178,7 +205,7 @@ class ConnectionRegistry:
         async with self._flush_lock:
             now = time.time()
             heartbeat_due = time.monotonic() >= self._next_heartbeat
-            if not self._pending and not heartbeat_due and not self._active_since_flush():
+            if not self._pending and not heartbeat_due and not self._seen:
                 return
             if not self._registered_process and not self._pending and not self.connections:
                 return  # nothing ever connected here: no process row needed yet
@@ -224,17 +251,10 @@ class ConnectionRegistry:
             self._pending.opened[connection.connection_id] = self._row(connection)
             self.channels_changed(connection)
 
-    def _active_since_flush(self) -> bool:
-        flushed = self._seen_flushed
-        return any(c.last_seen > flushed.get(c.connection_id, 0) for c in self.connections.values())
-
     def _collect_seen(self) -> dict[str, float]:
-        seen = {}
-        for connection in self.connections.values():
-            if connection.last_seen > self._seen_flushed.get(connection.connection_id, 0):
-                seen[connection.connection_id] = connection.last_seen
-                self._seen_flushed[connection.connection_id] = connection.last_seen
-        return seen
+        seen, self._seen = self._seen, set()
+        connections = self.connections
+        return {cid: connections[cid].last_seen for cid in seen if cid in connections}
 
     def _restore(self, pending: Pending) -> None:
         """Put back changes whose write failed so the next flush retries them."""

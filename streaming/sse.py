@@ -26,7 +26,7 @@ from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
 from streaming.daphne_adapter.io import DirectWriter, http_chunk
 from streaming.errors import InvalidMessage, RateLimited, StreamingError, TooManySubscriptions, Unavailable
 from streaming.history import Recovery
-from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal
+from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal, heartbeat_text
 from streaming.protocol import CloseCode
 from streaming.runtime import Runtime, start_runtime
 
@@ -44,6 +44,9 @@ CONDITIONS = {
     CloseCode.UNAUTHENTICATED: "unauthenticated",
     CloseCode.TRY_AGAIN_LATER: "unavailable",
 }
+
+
+_heartbeat_event: tuple[str | None, bytes] = (None, b"")  # the last heartbeat text, as an event
 
 
 def sse_event(event: str, data: str, event_id: str | None = None) -> bytes:
@@ -261,8 +264,12 @@ class SSEListener(ClientConnection):
         return sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
 
     def heartbeat(self, now: float) -> None:
-        self.last_seen = now
-        self.push(sse_event("heartbeat", protocol.encode(protocol.heartbeat())))
+        self.touch(now)
+        global _heartbeat_event
+        text = heartbeat_text(now)
+        if _heartbeat_event[0] is not text:
+            _heartbeat_event = (text, sse_event("heartbeat", text))
+        self.push(_heartbeat_event[1])
 
     # -- opening: join, replay, go live --------------------------------------------------------
 

@@ -284,3 +284,35 @@ def test_closed_connections_and_stopped_processes_are_pruned_after_the_retention
     assert not ServerProcess.objects.filter(id="old").exists()
     assert set(Connection.objects.values_list("id", flat=True)) == {"live-0", "live-1", "live-2"}
     assert ServerProcess.objects.filter(id=live.id).exists()
+
+
+async def test_only_connections_whose_time_has_come_are_ticked(connect, realtime, monkeypatch):
+    from streaming.lifecycle import ClientConnection
+
+    realtime(websocket_heartbeat_interval=30, websocket_disconnect_timeout=60, registry_flush_interval=0.1)
+    ticked = []
+    real_tick = ClientConnection.tick
+    monkeypatch.setattr(ClientConnection, "tick", lambda self, now: ticked.append(self) or real_tick(self, now))
+    quiet = [await connect() for _ in range(20)]
+    soon = await connect(f"token={authenticator_token('soon', seconds=2)}")
+    await asyncio.sleep(2.5)
+    soon_id = soon.greeting["data"]["connection_id"]
+    assert {connection.connection_id for connection in ticked} == {soon_id}  # the 20 quiet ones: untouched
+    closed = await soon.receive_output(timeout=3)
+    assert closed["code"] == 4401  # its token expired on time
+    for communicator in quiet:
+        await communicator.disconnect()
+
+
+def authenticator_token(user_id: str, seconds: int) -> str:
+    import jwt
+    from django.conf import settings as django_settings
+
+    payload = {
+        "token_type": "access",
+        "exp": int(time.time()) + seconds,
+        "iat": int(time.time()),
+        "jti": user_id,
+        "sub": user_id,
+    }
+    return jwt.encode(payload, django_settings.SIMPLE_JWT["SIGNING_KEY"], algorithm="HS256")
