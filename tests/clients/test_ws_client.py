@@ -353,3 +353,26 @@ def test_create_ws_client_takes_the_design_documents_arguments():
     assert client.endpoint.headers() == {"Authorization": "Bearer t"}
     assert (client.auto_reconnect, client.max_reconnect_attempts, client.backoff.initial) == (True, 10, 5)
     assert create_ws_client(host="example.org", port=443, secure=True).url == "wss://example.org:443/ws/connect"
+
+
+async def test_publish_batch_and_a_retried_publish_by_id(keyed_server, make_client):
+    channel = unique("batched")
+    client = make_client(WebSocketClient, keyed_server, api_key="k1")
+    received = []
+    client.on_message("*")(lambda envelope: received.append(envelope) if envelope.get("channel") == channel else None)
+    await client.connect()
+    await client.subscribe_to_channel(channel)
+    results = await client.publish_batch(
+        [
+            {"channel": channel, "content": 1, "persist": True},
+            {"channel": channel, "content": 2, "type": "note", "id": "b-2"},
+            {"user_id": "nobody", "content": 3},
+        ]
+    )
+    assert results[0]["offset"] == 1 and results[1] == {"id": "b-2"} and "offset" not in results[2]
+    first = await client.send_to_channel(channel, "once", id="retry-1")
+    again = await client.send_to_channel(channel, "once", id="retry-1")  # the ack was "lost": sent again
+    assert first == again == {"id": "retry-1"}
+    await eventually(lambda: len(received) == 3, what="the batch and the one retried message")
+    await asyncio.sleep(0.3)
+    assert [envelope["content"] for envelope in received] == [1, 2, "once"]

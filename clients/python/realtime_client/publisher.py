@@ -42,6 +42,19 @@ class HTTPPublisher:
         """Send to every connection of a user (`POST /ws/send-to-user`)."""
         return await self.post("/ws/send-to-user", {"user_id": user_id, "message": _message(content, type, None)})
 
+    async def publish_batch(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Publish several messages at once (`POST /api/publish/batch/`): each a dict with one of
+        `channel`, `user_id` or `broadcast=True`, `content`, and optionally `type`, `id`, `persist`.
+        All are validated before any is sent; returns `[{id, offset?}, …]` in the same order."""
+        items = []
+        for message in messages:
+            item: dict[str, Any] = {"message": _message(message["content"], message.get("type"), message.get("id"))}
+            for target in ("channel", "user_id", "broadcast", "persist"):
+                if message.get(target) is not None:
+                    item[target] = message[target]
+            items.append(item)
+        return (await self.post("/api/publish/batch/", {"messages": items}))["results"]
+
     async def send_notification(
         self,
         title: str,

@@ -129,6 +129,10 @@ class SSEClient(ReconnectingClient):
         """Send to every connection of both transports; returns `{id}`."""
         return await self.publisher.broadcast(content, type=type, id=id)
 
+    async def publish_batch(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Publish several messages over HTTP at once (see `HTTPPublisher.publish_batch`)."""
+        return await self.publisher.publish_batch(messages)
+
     # -- the stream ----------------------------------------------------------------------------
 
     async def _open(self) -> None:

@@ -29,6 +29,7 @@ from realtime_client.exceptions import (
     describe,
 )
 from realtime_client.handlers import Handler
+from realtime_client.publisher import HTTPPublisher
 from realtime_client.reconnecting import ReconnectingClient
 
 # daphne drops the reason the server gives when closing, so the client names each code itself.
@@ -90,6 +91,7 @@ class WebSocketClient(ReconnectingClient):
         self._channels: dict[str, int | None] = {}
         self._silence_limit: float | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._publisher: HTTPPublisher | None = None  # for publish_batch, made on first use
 
     @property
     def url(self) -> str:
@@ -172,15 +174,25 @@ class WebSocketClient(ReconnectingClient):
         return content
 
     async def send_to_channel(
-        self, channel: str, content: Any, persist: bool = False, type: str | None = None
+        self, channel: str, content: Any, persist: bool = False, type: str | None = None, id: str | None = None
     ) -> dict[str, Any]:
-        """Publish to a channel; returns the ack `{id, offset?}` (`offset` when persisted)."""
+        """Publish to a channel; returns the ack `{id, offset?}` (`offset` when persisted). With
+        `id`, a retry after a lost ack is answered with the first ack and not published again."""
         data: dict[str, Any] = {"channel": channel, "content": content}
         if type is not None:
             data["type"] = type
         if persist:
             data["persist"] = True
+        if id is not None:
+            data["id"] = id
         return await self.request("send_to_channel", data)
+
+    async def publish_batch(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Publish several messages over HTTP at once, with this client's credentials (see
+        `HTTPPublisher.publish_batch`)."""
+        if self._publisher is None:
+            self._publisher = HTTPPublisher(self.endpoint, timeout=self.request_timeout)
+        return await self._publisher.publish_batch(messages)
 
     async def send_to_user(self, user_id: str, content: Any, type: str | None = None) -> dict[str, Any]:
         """Send to every connection of a user; returns the ack `{id}`."""
@@ -313,6 +325,11 @@ class WebSocketClient(ReconnectingClient):
                 continue
             recovered[channel] = since is not None and bool(content.get("recovered"))
         return recovered
+
+    async def _release(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.aclose()
 
     async def _close_transport(self, error: ClientError) -> None:
         ws, self._ws = self._ws, None
