@@ -26,24 +26,26 @@ ENV = {
 
 
 class Cluster:
-    """`size` daphne processes behind nginx on a private Redis and a fresh PostgreSQL database."""
+    """`size` daphne processes behind nginx on private Redis servers (one by default; channels are
+    sharded over several) and a fresh PostgreSQL database."""
 
-    def __init__(self, size: int = 3, database_url: str | None = None, **env: str) -> None:
-        self.redis = PrivateRedis().start()
+    def __init__(self, size: int = 3, database_url: str | None = None, redis_servers: int = 1, **env: str) -> None:
+        self.redises = [PrivateRedis().start() for _ in range(redis_servers)]
+        self.redis = self.redises[0]
         self.own_database = database_url is None
         self.database_url = database_url or create_postgres_database()
         migrate(self.database_url)
         self.env = {**ENV, **env}
-        self.servers = [
-            LiveServer(self.database_url, REDIS_URL=self.redis.url, **self.env).start() for _ in range(size)
-        ]
+        redis_url = ",".join(redis.url for redis in self.redises)  # channels sharded over them all
+        self.servers = [LiveServer(self.database_url, REDIS_URL=redis_url, **self.env).start() for _ in range(size)]
         self.nginx = Nginx([server.port for server in self.servers]).start()
 
     def close(self) -> None:
         self.nginx.stop()
         for server in self.servers:
             server.kill()
-        self.redis.stop()
+        for redis in self.redises:
+            redis.stop()
         if self.own_database:
             drop_postgres_database(self.database_url)
 
