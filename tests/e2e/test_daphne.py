@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 
@@ -267,3 +268,44 @@ async def test_publishing_without_a_session_checks_the_host_like_django(live_ser
             live_server.http + "/ws/send-to-channel", json=body, headers={"Cookie": "sessionid=not-a-session"}
         )
         assert with_cookie.status_code == 202  # the whole Django stack: an unknown session is anonymous
+
+
+def _shell(server, code: str):
+    import subprocess
+    import sys
+
+    from tests.support.server import ROOT
+
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_publish_from_another_process_without_redis_says_what_to_set(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as client:
+        await client.call("subscribe", {"channel": "from-shell"})
+        await asyncio.sleep(0.5)  # the server's process row is written
+        plain = _shell(
+            live_server, "from streaming import services; services.publish_to_channel(channel='from-shell', content=1)"
+        )
+        assert plain.returncode != 0
+        assert "REDIS_URL" in plain.stderr and "Unavailable" in plain.stderr
+        persisted = _shell(
+            live_server,
+            "from streaming import services; print(services.publish_to_channel(channel='from-shell', content=2, persist=True).offset)",
+        )
+        assert persisted.returncode == 0, persisted.stderr
+        envelope = await client.recv(timeout=10)  # the server's position check finds it in history
+        assert envelope["content"] == 2 and envelope["offset"] == int(persisted.stdout.split()[-1])
+
+
+async def test_closing_a_connection_twice_answers_404_the_second_time(live_server):
+    async with WSClient(live_server.ws + "/ws/connect") as client, httpx.AsyncClient() as http:
+        url = f"{live_server.http}/ws/connections/{client.greeting['data']['connection_id']}"
+        first, second = await http.delete(url, headers=ADMIN_HEADERS), await http.delete(url, headers=ADMIN_HEADERS)
+        assert (first.status_code, second.status_code) == (204, 404)
