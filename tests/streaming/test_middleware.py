@@ -62,7 +62,7 @@ async def _call(app, headers, chunks):
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/ws/broadcast", "headers": headers}
-    await BoundedBody(app, lambda: 1000)(scope, receive, send)
+    await BoundedBody(app, lambda path: 1000)(scope, receive, send)
     return sent, received
 
 
