@@ -95,6 +95,8 @@ def _brief(row: dict[str, Any]) -> str:
     keys = (
         "server",
         "n",
+        "connected",
+        "connect_failed",
         "publisher",
         "delivered_per_s",
         "cpu_us_per_delivery",
@@ -384,8 +386,8 @@ METHOD = """\
   picows for WebSocket, raw HTTP/1.1 for SSE, each bound to its own 127.0.x.y source address) and
   the publisher to CPU 1. Our server runs with production settings (`DJANGO_DEBUG=false`) on
   SQLite and the in-memory channel layer unless said otherwise, limits raised
-  (`WEBSOCKET_MAX_CONNECTIONS`/`SSE_MAX_CONNECTIONS` 30000, `CLIENT_RATE_LIMIT=0` for the WS
-  publisher) and heartbeats every 10 s on both transports.
+  (`WEBSOCKET_MAX_CONNECTIONS`/`SSE_MAX_CONNECTIONS` 30000, no per-address or per-user connection
+  limit, `CLIENT_RATE_LIMIT=0` for the WS publisher) and heartbeats every 10 s on both transports.
 * Fan-out: every client subscribes to one channel; one publisher sends 100-byte payloads on a fixed
   schedule so that {deliveries:,.0f} deliveries/s are offered at any subscriber count, for {seconds:.0f} s per
   round. A payload carries its sequence number and send time; clients find it with one regex per

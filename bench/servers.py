@@ -47,6 +47,9 @@ def ours_env(database_url: str | None = None, redis_url: str | None = None) -> d
         "WEBSOCKET_MAX_CONNECTIONS": "30000",
         "SSE_MAX_CONNECTIONS": "30000",
         "CLIENT_RATE_LIMIT": "0",  # the WS publisher sends faster than a browser may
+        # thousands of clients share each load generator's source address
+        "MAX_CONNECTIONS_PER_IP": "0",
+        "MAX_CONNECTIONS_PER_USER": "0",
         "WEBSOCKET_HEARTBEAT_INTERVAL": "10",  # heartbeats inside the measured windows
         "SSE_HEARTBEAT_INTERVAL": "10",
         "LOG_LEVEL": "WARNING",
