@@ -191,6 +191,29 @@ def peer_websockets() -> Server:
     return Server("websockets", [PYTHON, "-m", "bench.peers.ws_broadcast", str(port)], port)
 
 
+def peer_websockets_rooms() -> Server:
+    port = free_port()
+    return Server("websockets", [PYTHON, "-m", "bench.peers.ws_rooms", str(port)], port)
+
+
+def _daphne(name: str, app: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    return Server(
+        name, [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app], port, env or dict(os.environ)
+    )
+
+
+def floor_django() -> Server:
+    """A minimal Django async view under daphne (the HTTP publish scenario's floor A)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.peers.django_floor"}
+    return _daphne("floor-django", "bench.peers.django_floor:application", env)
+
+
+def floor_asgi() -> Server:
+    """A bare ASGI app under daphne (floor B)."""
+    return _daphne("floor-asgi", "bench.peers.asgi_floor:app")
+
+
 def peer_socketio() -> Server:
     port = free_port()
     return Server("socketio", uvicorn_argv("bench.peers.socketio_room:app", port), port)
