@@ -102,7 +102,7 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                 f"persist {database}", sc.persist(database, subscribers=100, seconds=args.seconds, rounds=args.rounds)
             )
     if "chat" in only:
-        rates = [float(r) for r in args.chat_rates.split(",")]
+        rates = [int(r) if r.strip().isdigit() else float(r) for r in args.chat_rates.split(",")]
         for channels in (int(n) for n in args.chat_channels.split(",")):
             for name, target in sc.CHAT_TARGETS.items():
                 if keep and name not in keep:
@@ -456,6 +456,7 @@ def chat_section(rows: list[dict[str, Any]]) -> list[str]:
                 r.get(key)
                 for key in (
                     "expected",
+                    "delivered",
                     "lost",
                     "server_cpu_pct",
                     "cpu_us_per_publish",
@@ -474,6 +475,7 @@ def chat_section(rows: list[dict[str, Any]]) -> list[str]:
         "offered publishes/s",
         "publishes/s handled",
         "deliveries expected",
+        "received",
         "lost",
         "server CPU %",
         "µs CPU/publish",
@@ -504,6 +506,7 @@ def chat_section(rows: list[dict[str, Any]]) -> list[str]:
             ratios.append(
                 [mine["n"], mine["offered_per_s"], ours, peer, f"{ratio:.2f}×", target, mine["lost"], other["lost"]]
             )
+    ratios.sort(key=lambda line: line[:2])  # by channels, then rate (a stable sort keeps the pairs' order)
     return [
         "## Chat (2 WebSocket subscribers per channel, WebSocket client publishers)",
         "",
