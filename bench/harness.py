@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import subprocess
 import time
 from typing import Any
@@ -89,8 +90,10 @@ def worker_specs(
     tag: int,
     concurrency: int = 200,
     connect_first: bool = True,
+    channels: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Split `count` clients (and their URLs) over `workers` processes and source addresses."""
+    """Split `count` clients (and their URLs, and their channels when each has its own) over
+    `workers` processes and source addresses: client i goes to worker i % workers."""
     specs = []
     for index in range(workers):
         share = range(index, count, workers)
@@ -101,6 +104,7 @@ def worker_specs(
                 "transport": transport,
                 "dialect": dialect,
                 "channel": channel,
+                "channels": [channels[i] for i in share] if channels else None,
                 "source": f"127.0.{index + 1}.{tag % 250 + 1}",
                 "concurrency": concurrency,
                 "connect_first": connect_first,
@@ -119,6 +123,7 @@ def merge_connects(replies: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "connected": sum(r["connected"] for r in replies),
         "failed": sum(r.get("failed", 0) for r in replies),
+        "failed_channels": sorted({c for r in replies for c in r.get("failed_channels", ())}),
         "seconds": max(r.get("seconds", 0) for r in replies),
         "handshake_p99_ms": max(p99s) if p99s else None,
         "errors": errors,
@@ -171,6 +176,16 @@ class Publisher:
         if ready is not None:
             await asyncio.wait_for(opened, 10)
         return self
+
+    def send_to(self, channel: str, seq: int) -> None:
+        """A chat client's publish on this WebSocket: to `channel`, with an id its ack carries back."""
+        content = marker_content(seq)
+        if self.kind == "ws-socketio":
+            packet = ["publish", {"channel": channel, "content": content}]
+            self.ws.send(WSMsgType.TEXT, b"42%d" % seq + orjson.dumps(packet))
+        else:  # our dialect (our server and the `websockets` rooms peer)
+            frame = {"action": "send_to_channel", "data": {"channel": channel, "content": content}, "request_id": seq}
+            self.ws.send(WSMsgType.TEXT, orjson.dumps(frame))
 
     async def publish(self, seq: int) -> None:
         content = marker_content(seq)
@@ -250,6 +265,24 @@ async def publish_at_rate(publisher: Publisher, rate: float, seconds: float, fir
     return count
 
 
+async def publish_chat(
+    publishers: list[Publisher], channels: list[str], rate: float, seconds: float, first_seq: int
+) -> int:
+    """Publish `rate`/s for `seconds` on a fixed schedule, each message to a random channel, the
+    publishing connections taking turns; returns the count."""
+    loop = asyncio.get_running_loop()
+    count = max(1, int(rate * seconds))
+    pick = random.Random(first_seq).choice
+    start, sent = loop.time(), 0
+    while sent < count:
+        due = min(count, int((loop.time() - start) * rate) + 1)
+        while sent < due:
+            publishers[sent % len(publishers)].send_to(pick(channels), first_seq + sent)
+            sent += 1
+        await asyncio.sleep(0.001)
+    return count
+
+
 async def publish_flat_out(publisher: Publisher, seconds: float, concurrency: int, first_seq: int) -> int:
     """Publish with `concurrency` requests in flight for `seconds`; returns the count."""
     deadline = time.perf_counter() + seconds
@@ -300,11 +333,19 @@ def merge_reports(replies: list[dict[str, Any]]) -> tuple[int, dict[int, int], d
 
 
 async def measured_round(
-    servers: list[Server], workers: Workers, subscribers: int, publish: Any, *, drain_seconds: float = 30.0
+    servers: list[Server],
+    workers: Workers,
+    subscribers: int,
+    publish: Any,
+    *,
+    drain_seconds: float = 30.0,
+    first_seq: int = 0,
 ) -> dict[str, Any]:
-    """Reset the clients, publish (an awaitable returning the count), wait for every delivery,
-    and measure server CPU over the whole window."""
-    workers.command("reset")
+    """Reset the clients, publish (an awaitable returning the count), wait for every delivery
+    (`subscribers` per publish; those not in `drain_seconds` after the last publish are lost),
+    and measure server CPU over the whole window. Deliveries of sequence numbers under
+    `first_seq` (late ones of an earlier round) are not counted."""
+    workers.command(f"reset {first_seq}")
     load = os.getloadavg()[0]
     cpu0, wall0, start_us = sum(s.cpu() for s in servers), time.perf_counter(), time.time_ns() // 1000
     published = await publish
@@ -313,9 +354,9 @@ async def measured_round(
     deadline = time.perf_counter() + drain_seconds
     while True:
         await asyncio.sleep(0.5)
-        frames, hist, per_seq, dropped, last_us = merge_reports(workers.command("report"))
-        if frames >= expected or time.perf_counter() > deadline:
+        if sum(r["frames"] for r in workers.command("count")) >= expected or time.perf_counter() > deadline:
             break
+    frames, hist, per_seq, dropped, last_us = merge_reports(workers.command("report"))
     elapsed = time.perf_counter() - wall0
     cpu = sum(s.cpu() for s in servers) - cpu0
     worst = sorted(entry[1] for entry in per_seq.values())
@@ -323,10 +364,12 @@ async def measured_round(
         "published": published,
         "expected": expected,
         "delivered": frames,
+        "delivered_messages": len(per_seq),  # published messages that reached at least one client
         "lost": max(0, expected - frames),
         "dropped_connections": dropped,
         "publish_seconds": publish_seconds,
-        # over the publishing time, or until the last delivery when the server fell behind
+        # the publishing time, or until the last delivery when the server fell behind
+        "delivery_seconds": max(publish_seconds, (last_us - start_us) / 1e6),
         "delivered_per_s": frames / max(publish_seconds, (last_us - start_us) / 1e6),
         "server_cpu_s": cpu,
         "server_cpu_pct": 100 * cpu / elapsed,
@@ -337,3 +380,74 @@ async def measured_round(
         "last_max_ms": worst[-1] / 1000 if worst else None,
         "loadavg": load,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP load
+
+
+def http_request(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> str:
+    """A raw keep-alive POST (latin-1 text, as `bench.httpload` takes it)."""
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return "\r\n".join(lines) + "\r\n\r\n" + body.decode("latin-1")
+
+
+class HttpLoad:
+    """One `bench.httpload` process on the client CPUs: keep-alive clients posting flat out."""
+
+    def __init__(self, port: int, requests: list[str], *, tag: int, results: int | None = None) -> None:
+        WORK.mkdir(parents=True, exist_ok=True)
+        path = WORK / f"httpload-{os.getpid()}-{tag}.json"
+        options = {"host": "127.0.0.1", "port": port, "source": f"127.0.9.{tag % 250 + 1}", "requests": requests}
+        path.write_text(json.dumps({**options, "results": results}))
+        self.process = subprocess.Popen(
+            ["taskset", "-c", CLIENT_CPUS, PYTHON, "-m", "bench.httpload", str(path)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the HTTP load generator died; run it by hand to see why")
+        return json.loads(line)
+
+    def run(self, servers: list[Server], seconds: float) -> dict[str, Any]:
+        """Post flat out for `seconds`; requests/s, per server CPU-second, latency, errors."""
+        load = os.getloadavg()[0]
+        cpu0 = sum(s.cpu() for s in servers)
+        self.process.stdin.write(f"run {seconds}\n")
+        self.process.stdin.flush()
+        reply = self._read()
+        cpu = sum(s.cpu() for s in servers) - cpu0
+        hist = {int(bucket): count for bucket, count in reply["hist"].items()}
+        return {
+            "requests": reply["requests"],
+            "requests_per_s": reply["requests"] / reply["seconds"],
+            "requests_per_cpu_s": reply["requests"] / cpu if cpu else None,
+            "server_cpu_pct": 100 * cpu / reply["seconds"],
+            "p50_ms": percentile(hist, 0.5),
+            "p99_ms": percentile(hist, 0.99),
+            "errors": reply["errors"],
+            "mismatched": reply["mismatched"],
+            "statuses": reply["statuses"],
+            "sample": reply["sample"],
+            "loadavg": load,
+        }
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()

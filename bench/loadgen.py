@@ -2,13 +2,17 @@
 
 Run by `bench.run`: `python -m bench.loadgen OPTIONS.json` (the options name the URLs, one per
 client or one for all, the source address, the transport and dialect, and the client count).
-The worker opens its connections from its own 127.x.y.z source address (each address has its own
-ephemeral ports), prints one JSON line when they are ready, then obeys one-word commands on stdin:
+Every client subscribes to `channel`, or, when the options carry `channels` (one per client), to its
+own one. The worker opens its connections from its own 127.x.y.z source address (each address has
+its own ephemeral ports), prints one JSON line when they are ready, then obeys one-word commands on
+stdin:
 
-    reset    forget what was received so far (start of a measured round)
+    reset [SEQ]  forget what was received so far (start of a measured round); with SEQ, ignore
+             markers of lower sequence numbers from then on (late deliveries of an earlier round)
     open     open the clients (when not opened at start), `concurrency` handshakes in flight
     storm    open the clients all at once
     close    drop every connection
+    count    print the received count alone (cheap to poll)
     report   print the received counts, the latency histogram and per-message worst latency
     quit     close everything and exit
 
@@ -39,7 +43,9 @@ class Stats:
     def __init__(self) -> None:
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, floor: int = 0) -> None:
+        self.floor = floor
+        self.heartbeats = 0
         self.frames = 0
         self.last_us = 0  # when the newest marker arrived
         self.hist: Counter[int] = Counter()
@@ -52,6 +58,8 @@ class Stats:
             end = match.end()
             self.last_us = now_us
             seq = int(match.group(1))
+            if seq < self.floor:
+                continue
             latency = now_us - int(match.group(2))
             self.frames += 1
             self.hist[latency // BUCKET_US] += 1
@@ -65,7 +73,13 @@ class Stats:
         return end
 
     def report(self) -> dict[str, Any]:
-        return {"frames": self.frames, "last_us": self.last_us, "hist": dict(self.hist), "per_seq": self.per_seq}
+        return {
+            "frames": self.frames,
+            "heartbeats": self.heartbeats,
+            "last_us": self.last_us,
+            "hist": dict(self.hist),
+            "per_seq": self.per_seq,
+        }
 
 
 STATS = Stats()
@@ -95,6 +109,7 @@ class OursWS(WSListener):
         payload = frame.get_payload_as_bytes()
         if self.client.ready.done():
             if b'"heartbeat"' in payload[:40]:
+                STATS.heartbeats += 1
                 transport.send(WSMsgType.TEXT, b'{"action":"pong"}')
             else:
                 STATS.record(payload, now_us())
@@ -192,9 +207,9 @@ class SSEProtocol(asyncio.Protocol):
 class Client:
     """One connection of the worker, whatever its transport."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, channel: str | None) -> None:
         self.worker = worker
-        self.channel = worker.options.get("channel")
+        self.channel = channel
         self.subscribe_frame = json.dumps(
             {"action": "subscribe", "data": {"channel": self.channel}, "request_id": "s"}
         ).encode()
@@ -247,6 +262,7 @@ class Worker:
         self.options = options
         self.clients: list[Client] = []
         self.failed = 0
+        self.failed_channels: set[str] = set()  # of clients that did not connect (per-client channels)
         self.dropped = 0
         self.errors: Counter[str] = Counter()
         self.quitting = False
@@ -255,14 +271,20 @@ class Worker:
         urls = self.options["urls"]  # one per client, or one for all (cycled)
         return [urls[i % len(urls)] for i in range(self.options["count"])]
 
-    async def open_one(self, url: str, gate: asyncio.Semaphore) -> float | None:
+    def channels(self) -> list[str | None]:
+        channels = self.options.get("channels")  # one per client, else the one `channel` for all
+        return channels or [self.options.get("channel")] * self.options["count"]
+
+    async def open_one(self, url: str, channel: str | None, gate: asyncio.Semaphore) -> float | None:
         async with gate:
-            client = Client(self)
+            client = Client(self, channel)
             started = time.perf_counter()
             try:
                 await client.open(url, self.options.get("timeout", 30.0))
             except Exception as error:  # any failure is counted and reported, never fatal
                 self.failed += 1
+                if self.options.get("channels"):
+                    self.failed_channels.add(channel)
                 self.errors[f"{type(error).__name__}: {str(error)[:80]}"] += 1
                 client.close()
                 return None
@@ -272,12 +294,14 @@ class Worker:
     async def open_all(self, all_at_once: bool = False) -> dict[str, Any]:
         gate = asyncio.Semaphore(self.options["count"] if all_at_once else self.options.get("concurrency", 200))
         started = time.perf_counter()
-        times = await asyncio.gather(*(self.open_one(url, gate) for url in self.urls()))
+        pairs = zip(self.urls(), self.channels(), strict=True)
+        times = await asyncio.gather(*(self.open_one(url, channel, gate) for url, channel in pairs))
         elapsed = time.perf_counter() - started
         done = sorted(t for t in times if t is not None)
         return {
             "connected": len(self.clients),
             "failed": self.failed,
+            "failed_channels": sorted(self.failed_channels),
             "errors": dict(self.errors.most_common(5)),
             "seconds": elapsed,
             "handshake_p50_ms": 1000 * done[len(done) // 2] if done else None,
@@ -289,10 +313,12 @@ class Worker:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while line := (await reader.readline()).decode().strip():
-            if line == "reset":
-                STATS.reset()
+            if line.startswith("reset"):
+                STATS.reset(int(line.split()[1]) if " " in line else 0)
                 self.dropped = 0
                 emit({"ok": True})
+            elif line == "count":
+                emit({"frames": STATS.frames, "heartbeats": STATS.heartbeats, "last_us": STATS.last_us})
             elif line == "report":
                 emit({**STATS.report(), "dropped": self.dropped, "open": len(self.clients)})
             elif line == "close":  # drop every connection at once (a reconnect storm follows)
@@ -305,6 +331,7 @@ class Worker:
                 emit({"ok": True})
             elif line in ("open", "storm"):  # (re)open the clients, `storm`: all at once
                 self.failed = 0
+                self.failed_channels.clear()
                 self.errors.clear()
                 emit(await self.open_all(all_at_once=line == "storm"))
             elif line == "quit":

@@ -1,10 +1,12 @@
 """`make bench`: run the scenarios, print the tables and write bench/RESULTS.md.
 
-    python -m bench.run                      # everything (~20 min), 3 rounds per figure
+    python -m bench.run                      # everything (~40 min), 3 rounds per fan-out figure
     python -m bench.run --only ws-fanout --sizes 1000 --rounds 1 --output /tmp/r.md
+    python -m bench.run --only chat --chat-channels 2000 --chat-rates 1000 --seconds 5 --output /tmp/r.md
 
 The servers run on CPU 0 (BENCH_SERVER_CPUS), the load generator and publisher on CPU 1
-(BENCH_CLIENT_CPUS). Every figure is the median of --rounds measured rounds on one server start;
+(BENCH_CLIENT_CPUS). Every figure is the median of measured rounds on one server start (--rounds;
+--chat-rounds and --http-rounds for the chat, http-publish and batch scenarios);
 CPU is read from /proc/<pid>/stat (utime + stime of every server process), so "µs CPU per
 delivery" stays meaningful when the machine is busy, where wall-clock rates would not.
 """
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -28,7 +31,7 @@ import uvloop
 from bench import scenarios as sc
 from bench import servers as S
 
-SCENARIOS = ("ws-fanout", "sse-fanout", "connect", "cluster", "persist")
+SCENARIOS = ("ws-fanout", "sse-fanout", "connect", "cluster", "persist", "chat", "http-publish", "batch", "idle")
 HERE = Path(__file__).resolve().parent
 
 
@@ -41,6 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="publishing time per round")
     parser.add_argument("--deliveries", type=float, default=20_000, help="offered deliveries/s in fan-outs")
     parser.add_argument("--connect-clients", type=int, default=5000)
+    parser.add_argument("--chat-channels", default="2000,10000", help="channel counts of the chat scenario")
+    parser.add_argument("--chat-rates", default="1000,1500,5000", help="offered publishes/s of the chat scenario")
+    parser.add_argument("--chat-rounds", type=int, default=1, help="measured rounds per chat figure")
+    parser.add_argument("--chat-publishers", type=int, default=8, help="publishing WebSocket connections")
+    parser.add_argument("--http-clients", type=int, default=32, help="keep-alive clients of http-publish")
+    parser.add_argument("--http-rounds", type=int, default=2, help="measured rounds of http-publish and batch")
+    parser.add_argument("--batch-size", type=int, default=100, help="messages per batch request")
+    parser.add_argument("--batch-clients", type=int, default=4, help="keep-alive clients of the batch scenario")
+    parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="measured idle window")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     return parser.parse_args(argv)
 
@@ -88,6 +101,38 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
             await attempt(
                 f"persist {database}", sc.persist(database, subscribers=100, seconds=args.seconds, rounds=args.rounds)
             )
+    if "chat" in only:
+        rates = [int(r) if r.strip().isdigit() else float(r) for r in args.chat_rates.split(",")]
+        for channels in (int(n) for n in args.chat_channels.split(",")):
+            for name, target in sc.CHAT_TARGETS.items():
+                if keep and name not in keep:
+                    continue
+                job = sc.chat(
+                    target,
+                    channels,
+                    rates=rates,
+                    seconds=args.seconds,
+                    rounds=args.chat_rounds,
+                    publishers=args.chat_publishers,
+                )
+                await attempt(f"chat {name} channels={channels}", job)
+    if "http-publish" in only:
+        for case in sc.HTTP_CASES:
+            job = sc.http_publish(case, clients=args.http_clients, seconds=args.seconds, rounds=args.http_rounds)
+            await attempt(f"http-publish {case}", job)
+    if "batch" in only:
+        for case, (database, persist) in sc.BATCH_CASES.items():
+            missing = next((r for r in rows if r.get("scenario") == "batch" and r.get("missing")), None)
+            if missing is not None:  # no need to start the other cases
+                rows.append({**missing, "server": case, "database": database, "persist": persist})
+                print(f"-- batch {case}\n   {missing['missing']}", flush=True)
+                continue
+            job = sc.batch(
+                case, size=args.batch_size, clients=args.batch_clients, seconds=args.seconds, rounds=args.http_rounds
+            )
+            await attempt(f"batch {case}", job)
+    if "idle" in only:
+        await attempt("idle ours-daphne", sc.idle(args.idle_connections, seconds=args.idle_seconds))
     return rows
 
 
@@ -95,6 +140,8 @@ def _brief(row: dict[str, Any]) -> str:
     keys = (
         "server",
         "n",
+        "connected",
+        "connect_failed",
         "publisher",
         "delivered_per_s",
         "cpu_us_per_delivery",
@@ -107,6 +154,17 @@ def _brief(row: dict[str, Any]) -> str:
         "storm_seconds",
         "storm_failed",
         "publishes_per_s",
+        "offered_per_s",
+        "cpu_us_per_publish",
+        "requests_per_s",
+        "requests_per_cpu_s",
+        "messages_per_s",
+        "messages_per_cpu_s",
+        "errors",
+        "missing",
+        "skipped",
+        "idle_cpu_pct",
+        "heartbeats",
         "database",
     )
     return " ".join(f"{k}={_fmt(row[k])}" for k in keys if k in row)
@@ -224,7 +282,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, s
         "",
         "## Method",
         "",
-        METHOD.format(rounds=args.rounds, seconds=args.seconds, deliveries=args.deliveries),
+        METHOD.format(**vars(args)),
         "",
     ]
     errors = [r for r in rows if "error" in r]
@@ -371,6 +429,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, s
             ),
             "",
         ]
+    parts += chat_section(rows) + http_section(rows) + batch_section(rows) + idle_section(rows)
     if errors:
         parts += ["## Failed runs", "", table(["run", "error"], [[r["server"], r["error"]] for r in errors]), ""]
     log = HERE / "OPTIMISATIONS.md"
@@ -379,13 +438,220 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, s
     return "\n".join(parts)
 
 
+def _found(rows: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("scenario") == scenario and "error" not in r]
+
+
+def chat_section(rows: list[dict[str, Any]]) -> list[str]:
+    found = _found(rows, "chat")
+    if not found:
+        return []
+    lines = [
+        [
+            r["server"],
+            r["n"] if r["channels_used"] == r["n"] else f"{r['channels_used']:,} of {r['n']:,}",
+            r["offered_per_s"],
+            r.get("skipped") or r["publishes_per_s"],
+            *(
+                r.get(key)
+                for key in (
+                    "expected",
+                    "delivered",
+                    "lost",
+                    "server_cpu_pct",
+                    "cpu_us_per_publish",
+                    "cpu_us_per_delivery",
+                    "p50_ms",
+                    "p99_ms",
+                    "last_p99_ms",
+                )
+            ),
+        ]
+        for r in found
+    ]
+    headers = [
+        "server",
+        "channels",
+        "offered publishes/s",
+        "publishes/s handled",
+        "deliveries expected",
+        "received",
+        "lost",
+        "server CPU %",
+        "µs CPU/publish",
+        "µs CPU/delivery",
+        "p50 ms",
+        "p99 ms",
+        "last-subscriber p99 ms",
+    ]
+    ratios = []
+    for ours, peer, target in (
+        ("ours-daphne", "websockets", "≤ 1.5×"),
+        ("ours-daphne+redis", "websockets", "≤ 2×"),
+        ("ours-daphne", "socketio", ""),
+        ("ours-daphne+redis", "socketio", ""),
+    ):
+        for mine in (r for r in found if r["server"] == ours):
+            other = next(
+                (
+                    r
+                    for r in found
+                    if r["server"] == peer and (r["n"], r["offered_per_s"]) == (mine["n"], mine["offered_per_s"])
+                ),
+                None,
+            )
+            if other is None or not other.get("cpu_us_per_publish") or not mine.get("cpu_us_per_publish"):
+                continue
+            ratio = mine["cpu_us_per_publish"] / other["cpu_us_per_publish"]
+            ratios.append(
+                [mine["n"], mine["offered_per_s"], ours, peer, f"{ratio:.2f}×", target, mine["lost"], other["lost"]]
+            )
+    ratios.sort(key=lambda line: line[:2])  # by channels, then rate (a stable sort keeps the pairs' order)
+    return [
+        "## Chat (2 WebSocket subscribers per channel, WebSocket client publishers)",
+        "",
+        "Targets: µs CPU per publish ≤ 1.5× the `websockets` rooms peer in the default shape (in-memory"
+        " layer), ≤ 2× with Redis; 0 lost at 1,500 publishes/s on one core; last-subscriber p99 < 50 ms"
+        " at 1,000 publishes/s. Lost = deliveries not received 1.5 s after the last publish; a rate"
+        ' above one the server handled less than half of is not run ("saturated at").',
+        "",
+        table(headers, lines),
+        "",
+        "Ratios (µs CPU per publish, ours ÷ peer: lower is better):",
+        "",
+        table(["channels", "offered/s", "ours", "peer", "ours ÷ peer", "target", "ours lost", "peer lost"], ratios),
+        "",
+    ]
+
+
+def http_section(rows: list[dict[str, Any]]) -> list[str]:
+    found = _found(rows, "http-publish")
+    if not found:
+        return []
+    floor = next((r for r in found if r["server"].startswith("floor A")), None)
+    targets = {"ours": "≥ 0.8×", "ours persisted, PostgreSQL": "≥ 0.5×"}
+    lines = []
+    for r in found:
+        ratio = None
+        if floor is not None and floor["requests_per_cpu_s"] and r["requests_per_cpu_s"]:
+            ratio = f"{r['requests_per_cpu_s'] / floor['requests_per_cpu_s']:.2f}×"
+        lines.append(
+            [
+                r["server"],
+                r["n"],
+                r["requests_per_s"],
+                r["server_cpu_pct"],
+                r["requests_per_cpu_s"],
+                ratio,
+                targets.get(r["server"], ""),
+                r["p50_ms"],
+                r["p99_ms"],
+                r["errors"],
+            ]
+        )
+    headers = [
+        "case",
+        "clients",
+        "requests/s",
+        "server CPU %",
+        "requests/s per core",
+        "÷ floor A",
+        "target",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+    ]
+    return [
+        "## HTTP publish (`POST /ws/send-to-channel`, keep-alive clients flat out)",
+        "",
+        '"Per core" = requests ÷ server CPU seconds. Floor A: a Django async view that parses the body'
+        " and answers 202 (`bench/peers/django_floor.py`); floor B: a bare ASGI app reading the body"
+        " (`bench/peers/asgi_floor.py`); both under daphne.",
+        "",
+        table(headers, lines),
+        "",
+    ]
+
+
+def batch_section(rows: list[dict[str, Any]]) -> list[str]:
+    found = _found(rows, "batch")
+    if not found:
+        return []
+    targets = {"not persisted": "≥ 20,000", "persisted, PostgreSQL": "≥ 5,000"}
+    lines = [
+        [
+            r["server"],
+            r["n"],
+            r.get("clients"),
+            r.get("missing") or r.get("messages_per_s"),
+            r.get("messages_per_cpu_s"),
+            targets.get(r["server"], ""),
+            r.get("p50_ms"),
+            r.get("p99_ms"),
+            r.get("errors"),
+            r.get("mismatched"),
+        ]
+        for r in found
+    ]
+    headers = [
+        "case",
+        "messages per batch",
+        "clients",
+        "messages/s",
+        "messages/s per core",
+        "target (per core)",
+        "request p50 ms",
+        "request p99 ms",
+        "errors",
+        "answers without a result per message",
+    ]
+    return [
+        f"## Batch publish (`POST {sc.BATCH_PATH}`, each message to its own channel)",
+        "",
+        table(headers, lines),
+        "",
+    ]
+
+
+def idle_section(rows: list[dict[str, Any]]) -> list[str]:
+    found = _found(rows, "idle")
+    if not found:
+        return []
+    lines = [
+        [
+            r["server"],
+            r["connected"],
+            r["heartbeat_s"],
+            r["seconds"],
+            r["idle_cpu_pct"],
+            "≤ 2 %",
+            r["heartbeats"],
+            r["dropped_connections"],
+            r["rss_kb_per_conn"],
+        ]
+        for r in found
+    ]
+    headers = [
+        "server",
+        "connections",
+        "heartbeat s",
+        "window s",
+        "server CPU % of a core",
+        "target",
+        "heartbeats answered",
+        "dropped",
+        "RSS KB/conn",
+    ]
+    return ["## Idle WebSockets at the default heartbeat", "", table(headers, lines), ""]
+
+
 METHOD = """\
 * Servers are pinned to CPU 0, the load generator (4 `bench.loadgen` processes: asyncio + uvloop,
   picows for WebSocket, raw HTTP/1.1 for SSE, each bound to its own 127.0.x.y source address) and
   the publisher to CPU 1. Our server runs with production settings (`DJANGO_DEBUG=false`) on
   SQLite and the in-memory channel layer unless said otherwise, limits raised
-  (`WEBSOCKET_MAX_CONNECTIONS`/`SSE_MAX_CONNECTIONS` 30000, `CLIENT_RATE_LIMIT=0` for the WS
-  publisher) and heartbeats every 10 s on both transports.
+  (`WEBSOCKET_MAX_CONNECTIONS`/`SSE_MAX_CONNECTIONS` 30000, no per-address or per-user connection
+  limit, `CLIENT_RATE_LIMIT=0` for the WS publisher) and heartbeats every 10 s on both transports.
 * Fan-out: every client subscribes to one channel; one publisher sends 100-byte payloads on a fixed
   schedule so that {deliveries:,.0f} deliveries/s are offered at any subscriber count, for {seconds:.0f} s per
   round. A payload carries its sequence number and send time; clients find it with one regex per
@@ -399,8 +665,40 @@ METHOD = """\
   a `websockets` broadcast server (the Python ceiling), python-socketio rooms under uvicorn,
   stock django-eventstream under daphne (its own view and `send_event`), Pushpin (Debian package)
   in front of a GRIP origin, publishing through its HTTP publish API.
-* Every figure is the median of {rounds} rounds on one server start. Load average at each round
-  start is kept in the raw JSON (bench/results.json); rounds under load > 1.5 are worth re-running."""
+* Chat: `channels` channels of 2 WebSocket subscribers each (client i on channel i ÷ 2, the two on
+  different load-generator processes); {chat_publishers} publishing WebSocket connections (our API key,
+  so admins; no rate limit) send `send_to_channel` frames with a `request_id` to random channels on a
+  fixed schedule at each offered rate for {seconds:.0f} s, and every server acknowledges each publish.
+  Payloads carry the marker of the fan-outs. Lost = deliveries not received 1.5 s after the last
+  publish. A publish is "handled" once it reached a subscriber: "publishes/s handled" = those ÷ the
+  time until the last delivery; "µs CPU/publish" = server CPU over the round (publishing and those
+  1.5 s) ÷ publishes handled, so a server that falls behind is billed for what it did, not for what
+  was offered. Last-subscriber latency = from the send until the later of the two subscribers had
+  it. Our server runs at the default 30 s heartbeat here (the peers ping every 30 s), in the
+  default shape (in-memory layer) and with `REDIS_URL` (pub/sub layer on the local redis-server).
+  Peers: a `websockets` rooms server speaking our frames (`bench/peers/ws_rooms.py`) and
+  python-socketio rooms (`enter_room`, `emit(..., to=room)`, an ack per publish) under uvicorn.
+  Rates are run in ascending order on one server start; publishing starts once the server is
+  quiet after the connects (under half a core, at most 30 s), and before each next round it is
+  left to finish any backlog (at most 15 s); late deliveries of an earlier round are not counted.
+  Rates above one the server handled less than half of are not run ("saturated at").
+  Each subscriber is a socket of the one server process: where the per-process limit of open
+  files is too low for 2 × channels, fewer channels are used and the table says so.
+* HTTP publish: one `bench.httpload` process on the client CPU (uvloop, raw HTTP/1.1, one keep-alive
+  connection and one request in flight per client), {http_clients} clients posting
+  `{{"channel": "hp-<i>", "message": {{"content": <~100 bytes>}}, "persist": …}}` with the API key flat
+  out; 1 s of warm-up, then {http_rounds} rounds of {seconds:.0f} s. "Requests/s per core" = requests ÷
+  server CPU seconds. Persisted cases run on a fresh, migrated SQLite file or PostgreSQL database.
+* Batch: {batch_clients} keep-alive clients post batches of {batch_size} messages (each to its own channel,
+  ~100-byte contents) flat out, the same way; every 2xx answer must list one result per message.
+  While the endpoint answers 404 the table says so and the other cases are not started.
+* Idle: {idle_connections:,} WebSockets subscribed to one channel, answering every heartbeat with
+  `{{"action": "pong"}}`, at the default 30 s heartbeat; server CPU over {idle_seconds:.0f} s starting 5 s
+  after the last connect.
+* Every fan-out, connect, cluster and persist figure is the median of {rounds} rounds on one server
+  start; chat figures of {chat_rounds}, http-publish and batch figures of {http_rounds} (to keep `make bench`
+  near 40 minutes). Load average at each round start is kept in the raw JSON (bench/results.json);
+  rounds under load > 1.5 are worth re-running."""
 
 
 def machine() -> str:
@@ -441,9 +739,19 @@ def machine() -> str:
     return (
         f"* {cpu}, {os.cpu_count()} cores, {memory} GiB RAM; {platform.platform()}\n"
         f"* Python {platform.python_version()}; {', '.join(versions)}; {pushpin}\n"
-        f"* per-process file limit {__import__('resource').getrlimit(__import__('resource').RLIMIT_NOFILE)[0]:,}; "
+        f"* per-process file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]:,}; "
         f"load average at start {os.getloadavg()[0]:.2f}"
     )
+
+
+def raise_file_limit(wanted: int = 65_536) -> None:
+    """Chat at 10,000 channels holds 20,000 sockets in one server process: raise the limit of
+    open files (inherited by the servers) as far as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+    except (ValueError, OSError):  # not privileged: up to the hard limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -451,6 +759,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     command = "make bench" if argv is None and len(sys.argv) == 1 else "python -m bench.run " + " ".join(sys.argv[1:])
     os.sched_setaffinity(0, {int(c) for c in S.CLIENT_CPUS.split(",")})  # the publisher shares the clients' CPU
+    raise_file_limit()
     S.WORK.mkdir(parents=True, exist_ok=True)
     S.migrate(S.ours_env())
     rows = uvloop.run(collect(args))

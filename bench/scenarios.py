@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import resource
+import socket
 import statistics
 import subprocess
 import time
@@ -13,12 +15,15 @@ from typing import Any
 
 from bench import servers as S
 from bench.harness import (
+    HttpLoad,
     Publisher,
     Workers,
+    http_request,
     measured_round,
     merge_connects,
     percentile,
     publish_at_rate,
+    publish_chat,
     publish_flat_out,
     worker_specs,
 )
@@ -99,6 +104,37 @@ SSE_TARGETS = {
     # Pushpin's origin side (zurl) answers 502 to some of 4 × 200 concurrent opens: open fewer at once
     "pushpin": Target(
         "pushpin", _pushpin, sse_path="/events/?channel={channel}", publishers=("http-pushpin",), concurrency=25
+    ),
+}
+
+
+def _chat_ours(redis: bool) -> Any:
+    def start() -> tuple[list[S.Server], str, dict[str, Any]]:
+        # the default heartbeat (30 s, as the peers' pings): 20,000 idle sockets at 10 s would
+        # cost a fifth of a core in every round
+        env = {**S.ours_env(redis_url=S.REDIS_URL if redis else None), "WEBSOCKET_HEARTBEAT_INTERVAL": "30"}
+        return _ours("daphne", env)()
+
+    return start
+
+
+CHAT_TARGETS = {
+    "ours-daphne": Target("ours-daphne", _chat_ours(redis=False), ws_path="/ws/connect", publishers=("ws-ours",)),
+    "ours-daphne+redis": Target(
+        "ours-daphne+redis",
+        _chat_ours(redis=True),
+        ws_path="/ws/connect",
+        publishers=("ws-ours",),
+    ),
+    "websockets": Target(
+        "websockets", _single(S.peer_websockets_rooms), ws_path="/ws/connect", publishers=("ws-ours",)
+    ),
+    "socketio": Target(
+        "socketio",
+        _single(S.peer_socketio),
+        ws_path="/socket.io/?EIO=4&transport=websocket",
+        dialect="socketio",
+        publishers=("ws-socketio",),
     ),
 }
 
@@ -383,4 +419,286 @@ async def persist(
         ]
     finally:
         workers.close()
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Many small channels, HTTP publishing, batches, idle connections
+
+
+FILES_SPARE = 256  # a server's open files besides its clients: listener, publishers, database, logs
+
+
+def _reserve(count: int) -> int:
+    """The first of `count` fresh sequence numbers."""
+    first = next(SEQ)
+    for _ in range(count):
+        next(SEQ)
+    return first
+
+
+async def _settle(servers: list[S.Server], limit: float = 15.0) -> float:
+    """Wait (up to `limit` s) until the servers use under half a core: a backlog of the last round
+    must not be billed to the next one. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() < started + limit:
+        cpu0 = sum(s.cpu() for s in servers)
+        await asyncio.sleep(1.0)
+        if sum(s.cpu() for s in servers) - cpu0 < 0.5:
+            break
+    return time.monotonic() - started
+
+
+async def chat(
+    target: Target,
+    channels: int,
+    *,
+    rates: list[float],
+    seconds: float,
+    rounds: int,
+    publishers: int = 8,
+    drain: float = 1.5,
+) -> list[dict[str, Any]]:
+    """`channels` channels of 2 WebSocket subscribers each; `publishers` WebSocket client connections
+    publish to random channels at each offered rate. Per rate: publishes handled/s, server CPU per
+    publish and per delivery, lost (deliveries not in `drain` s after the last publish) and the
+    latency until the later of a message's two subscribers had it."""
+    # every subscriber is a socket of the one server process: stay inside its limit of open files
+    fits = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FILES_SPARE) // 2
+    if channels > fits:
+        print(f"   {channels:,} channels need more open files than allowed here: {fits:,} channels", flush=True)
+    used = min(channels, fits)
+    servers, base, extra = target.start()
+    workers = None
+    opened: list[Publisher] = []
+    try:
+        await asyncio.sleep(1.0)
+        names = [f"{CHANNEL}-chat{channels}-{index}" for index in range(used)]
+        url = base.replace("http://", "ws://") + target.ws_path
+        count = 2 * used  # client i subscribes to channel i // 2: the two land on different workers
+        specs = worker_specs(
+            count,
+            [url],
+            "ws",
+            target.dialect,
+            None,
+            workers=4,
+            tag=next(TAG),
+            concurrency=target.concurrency,
+            channels=[names[index // 2] for index in range(count)],
+        )
+        workers = Workers(specs)
+        connect = merge_connects(workers.read())
+        broken = set(connect["failed_channels"])
+        usable = [name for name in names if name not in broken]  # both subscribers connected
+        if not usable:
+            raise RuntimeError(f"{target.name}: no channel with both subscribers: {connect['errors']}")
+        for _ in range(publishers):
+            opened.append(await Publisher(target.publishers[0], base, "").open())
+        await _settle(servers, limit=30.0)  # the connects' aftermath (registry writes) is not a publish's cost
+        rows = []
+        base_row = {
+            "scenario": "chat",
+            "server": target.name,
+            "n": channels,
+            "publisher": f"{target.publishers[0]} ×{publishers}",
+            "connected": connect["connected"],
+            "connect_failed": connect["failed"],
+            "connect_s": connect["seconds"],
+            "channels_used": len(usable),
+        }
+        saturated_at = None  # a rate the server handled less than half of: higher ones are skipped
+        for rate in sorted(rates):
+            if saturated_at is not None:
+                rows.append({**base_row, "offered_per_s": rate, "skipped": f"saturated at {saturated_at:,.0f}/s"})
+                continue
+            results = []
+            for _ in range(rounds):
+                if rows or results:
+                    await _settle(servers)
+                first = _reserve(int(rate * seconds) + 1)
+                publish = publish_chat(opened, usable, rate, seconds, first)
+                profiler = _profile(servers[0], seconds) if S.PROFILE and not results else None
+                result = await measured_round(servers, workers, 2, publish, drain_seconds=drain, first_seq=first)
+                if profiler is not None:
+                    profiler.wait()
+                # a publish counts as handled once it reached a subscriber: a server that falls
+                # behind is billed for what it did, not for what was offered
+                handled = result["delivered_messages"]
+                result["publishes_per_s"] = handled / result["delivery_seconds"]
+                result["cpu_us_per_publish"] = 1e6 * result["server_cpu_s"] / handled if handled else None
+                results.append(result)
+            rows.append({**base_row, "offered_per_s": rate, **median_row(results)})
+            if rows[-1]["publishes_per_s"] < rate / 2:
+                saturated_at = rate
+        return rows
+    finally:
+        for publisher in opened:
+            await publisher.close()
+        if workers is not None:
+            workers.close()
+        _stop(servers, extra)
+
+
+HTTP_CASES = {  # name → (server, database, persist)
+    "ours": ("ours", "sqlite", False),
+    "ours persisted, SQLite": ("ours", "sqlite", True),
+    "ours persisted, PostgreSQL": ("ours", "postgresql", True),
+    "floor A: Django async view": ("floor-django", None, False),
+    "floor B: bare ASGI": ("floor-asgi", None, False),
+}
+
+
+def _http_server(kind: str, database: str | None) -> S.Server:
+    if kind == "floor-django":
+        return S.floor_django().start()
+    if kind == "floor-asgi":
+        return S.floor_asgi().start()
+    if database == "postgresql":
+        S.reset_postgres()
+        env = S.ours_env(database_url=S.PG_URL)
+    else:
+        env = S.ours_env(database_url=f"sqlite:///{S.WORK}/http-{int(time.time() * 1000)}.sqlite3")
+    S.migrate(env)
+    return S.ours("daphne", env).start()
+
+
+def _content(index: int) -> dict[str, Any]:
+    """About 100 bytes of JSON content."""
+    return {"text": f"message {index:06d} " + "x" * 60, "n": index, "ok": True}
+
+
+async def http_publish(case: str, *, clients: int, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """`clients` keep-alive clients POST `/ws/send-to-channel` flat out: requests/s, requests per
+    server CPU-second, latency, errors."""
+    kind, database, persist = HTTP_CASES[case]
+    server = _http_server(kind, database)
+    load = None
+    try:
+        requests = []
+        for index in range(clients):
+            body = {"channel": f"hp-{index}", "message": {"content": _content(index)}, "persist": persist}
+            headers = {"X-API-Key": S.API_KEY}
+            requests.append(http_request(server.port, "/ws/send-to-channel", json.dumps(body).encode(), headers))
+        load = HttpLoad(server.port, requests, tag=next(TAG))
+        load.run([server], 1.0)  # warm-up: imports, caches, connection pools
+        results = [load.run([server], seconds) for _ in range(rounds)]
+        keep = ("statuses", "sample")
+        row = median_row([{k: v for k, v in r.items() if k not in keep} for r in results])
+        row["errors"] = sum(r["errors"] for r in results)
+        return [
+            {
+                "scenario": "http-publish",
+                "server": case,
+                "database": database,
+                "persist": persist,
+                "n": clients,
+                "statuses": results[-1]["statuses"],
+                "sample": results[-1]["sample"],
+                **row,
+            }
+        ]
+    finally:
+        if load is not None:
+            load.close()
+        server.stop()
+
+
+BATCH_CASES = {  # name → (database, persist)
+    "not persisted": ("sqlite", False),
+    "persisted, SQLite": ("sqlite", True),
+    "persisted, PostgreSQL": ("postgresql", True),
+}
+BATCH_PATH = "/api/publish/batch/"
+
+
+def _probe(port: int, request: str) -> tuple[int, bytes]:
+    """One request on a fresh connection: (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), 10) as connection:
+        connection.sendall(request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1).encode("latin-1"))
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head[9:12]), body
+
+
+async def batch(case: str, *, size: int, clients: int, seconds: float, rounds: int) -> list[dict[str, Any]]:
+    """`clients` keep-alive clients POST batches of `size` messages (each to its own channel) flat
+    out: messages/s and messages per server CPU-second. Answers 404 while the endpoint is missing."""
+    database, persist = BATCH_CASES[case]
+    server = _http_server("ours", database)
+    load = None
+    base = {"scenario": "batch", "server": case, "database": database, "persist": persist, "n": size}
+    try:
+        requests = []
+        for client in range(clients):
+            items = [
+                {"channel": f"bt-{client}-{index}", "message": {"content": _content(index)}, "persist": persist}
+                for index in range(size)
+            ]
+            body = json.dumps({"messages": items}).encode()
+            requests.append(http_request(server.port, BATCH_PATH, body, {"X-API-Key": S.API_KEY}))
+        status, body = _probe(server.port, requests[0])
+        if status == 404:
+            return [{**base, "missing": f"endpoint missing ({status})"}]
+        if status != 202:
+            raise RuntimeError(f"{BATCH_PATH} answered {status}: {body[:200]!r}")
+        load = HttpLoad(server.port, requests, tag=next(TAG), results=size)
+        load.run([server], 1.0)
+        results = []
+        for _ in range(rounds):
+            result = load.run([server], seconds)
+            result["messages_per_s"] = size * result["requests_per_s"]
+            cpu_s = result["requests_per_cpu_s"]
+            result["messages_per_cpu_s"] = size * cpu_s if cpu_s else None
+            results.append(result)
+        keep = ("statuses", "sample")
+        row = median_row([{k: v for k, v in r.items() if k not in keep} for r in results])
+        row["errors"] = sum(r["errors"] for r in results)
+        row["mismatched"] = sum(r["mismatched"] for r in results)
+        return [{**base, "clients": clients, "sample": results[-1]["sample"], **row}]
+    finally:
+        if load is not None:
+            load.close()
+        server.stop()
+
+
+async def idle(count: int, *, seconds: float, heartbeat: int = 30) -> list[dict[str, Any]]:
+    """`count` idle WebSockets (subscribed, answering heartbeats with `pong`) for `seconds`:
+    the server's CPU as a share of one core."""
+    env = {**S.ours_env(), "WEBSOCKET_HEARTBEAT_INTERVAL": str(heartbeat)}
+    server = S.ours("daphne", env).start()
+    url = f"ws://127.0.0.1:{server.port}/ws/connect"
+    workers = None
+    try:
+        rss0 = server.rss()
+        workers = Workers(worker_specs(count, [url], "ws", "ours", CHANNEL, workers=workers_for(count), tag=next(TAG)))
+        connect = merge_connects(workers.read())
+        await asyncio.sleep(5.0)  # the connects' registry writes and collections done
+        workers.command("reset")
+        cpu0, wall0 = server.cpu(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        cpu, wall = server.cpu() - cpu0, time.perf_counter() - wall0
+        replies = workers.command("count")
+        report = workers.command("report")
+        return [
+            {
+                "scenario": "idle",
+                "server": "ours-daphne",
+                "n": count,
+                "heartbeat_s": heartbeat,
+                "seconds": wall,
+                "connected": connect["connected"],
+                "connect_failed": connect["failed"],
+                "connect_s": connect["seconds"],
+                "idle_cpu_pct": 100 * cpu / wall,
+                "heartbeats": sum(r["heartbeats"] for r in replies),
+                "dropped_connections": sum(r["dropped"] for r in report),
+                "rss_kb_per_conn": (server.rss() - rss0) / 1024 / max(1, connect["connected"]),
+            }
+        ]
+    finally:
+        if workers is not None:
+            workers.close()
         server.stop()

@@ -47,6 +47,9 @@ def ours_env(database_url: str | None = None, redis_url: str | None = None) -> d
         "WEBSOCKET_MAX_CONNECTIONS": "30000",
         "SSE_MAX_CONNECTIONS": "30000",
         "CLIENT_RATE_LIMIT": "0",  # the WS publisher sends faster than a browser may
+        # thousands of clients share each load generator's source address
+        "MAX_CONNECTIONS_PER_IP": "0",
+        "MAX_CONNECTIONS_PER_USER": "0",
         "WEBSOCKET_HEARTBEAT_INTERVAL": "10",  # heartbeats inside the measured windows
         "SSE_HEARTBEAT_INTERVAL": "10",
         "LOG_LEVEL": "WARNING",
@@ -186,6 +189,29 @@ def uvicorn_argv(app: str, port: int) -> list[str]:
 def peer_websockets() -> Server:
     port = free_port()
     return Server("websockets", [PYTHON, "-m", "bench.peers.ws_broadcast", str(port)], port)
+
+
+def peer_websockets_rooms() -> Server:
+    port = free_port()
+    return Server("websockets", [PYTHON, "-m", "bench.peers.ws_rooms", str(port)], port)
+
+
+def _daphne(name: str, app: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    return Server(
+        name, [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app], port, env or dict(os.environ)
+    )
+
+
+def floor_django() -> Server:
+    """A minimal Django async view under daphne (the HTTP publish scenario's floor A)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.peers.django_floor"}
+    return _daphne("floor-django", "bench.peers.django_floor:application", env)
+
+
+def floor_asgi() -> Server:
+    """A bare ASGI app under daphne (floor B)."""
+    return _daphne("floor-asgi", "bench.peers.asgi_floor:app")
 
 
 def peer_socketio() -> Server:
