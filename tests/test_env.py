@@ -122,7 +122,7 @@ def test_blank_values_mean_default():
         ("DATABASE_URL", "mysql://db/x", "a URL with scheme sqlite or postgres"),
         ("DATABASE_URL", "db.sqlite3", "a URL with scheme"),
         ("REDIS_URL", "localhost:6379", "comma-separated distinct URLs with scheme redis or rediss or unix"),
-        ("REDIS_URL", "redis://", "distinct URLs with scheme redis"),
+        ("REDIS_URL", "redis://", "comma-separated distinct URLs with scheme redis"),
         ("WS_JWT_ALGORITHM", "RS256", "one of HS256, HS384, HS512"),
         ("WS_JWT_ALGORITHM", "none", "one of HS256, HS384, HS512"),
         ("LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR"),
