@@ -95,6 +95,10 @@ def prepare(publish: Publish) -> Outgoing:
 
 async def apublish(publish: Publish) -> Published:
     """Publish one message (async); see `publish_to_channel`."""
+    if not publish.persist and (publish.message_id is None or not settings.REALTIME.publish_idempotency_window):
+        outgoing = prepare(publish)  # the commonest publish: nothing to store, nothing to remember
+        await delivery.asend(outgoing)
+        return outgoing.published
     (published,) = await apublish_batch([publish])
     return published
 

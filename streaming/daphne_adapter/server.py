@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -101,6 +102,10 @@ class GracefulServer(Server):
         # product's own limit, not daphne's 1 MiB (100 stalled partial messages held ~100 MB).
         limit = settings.REALTIME.websocket_max_message_size
         self.websocket_max_message_size = self.websocket_max_frame_size = limit
+        # The product's heartbeat (WEBSOCKET_HEARTBEAT_INTERVAL, answered by clients) and idle
+        # close (WEBSOCKET_DISCONNECT_TIMEOUT) keep connections alive and find dead ones; daphne's
+        # protocol pings on top of them cost a ping and a pong per connection every 20 s.
+        self.ping_interval = math.inf
 
     def run(self):
         """Start the runtime (bus channel, registry) on daphne's loop, then listen and serve."""

@@ -309,3 +309,27 @@ async def test_closing_a_connection_twice_answers_404_the_second_time(live_serve
         url = f"{live_server.http}/ws/connections/{client.greeting['data']['connection_id']}"
         first, second = await http.delete(url, headers=ADMIN_HEADERS), await http.delete(url, headers=ADMIN_HEADERS)
         assert (first.status_code, second.status_code) == (204, 404)
+
+
+async def test_the_products_heartbeat_replaces_daphnes_protocol_pings(live_server_factory):
+    """A ping and a pong per connection every 20 s on top of the JSON heartbeat: daphne's pings are
+    off whatever `--ping-interval` says (here 1 s)."""
+    server = live_server_factory(WEBSOCKET_HEARTBEAT_INTERVAL="1")
+    server.stop()
+    server.args = ("--ping-interval", "1")
+    server.start()
+    sock = raw_websocket(server.port)
+    sock.settimeout(0.5)
+    opcodes, deadline = [], time.monotonic() + 3.5
+    buffer = b""
+    while time.monotonic() < deadline:
+        try:
+            buffer += sock.recv(65536)
+        except TimeoutError:
+            continue
+        while len(buffer) >= 2 and len(buffer) >= 2 + (buffer[1] & 0x7F):
+            opcodes.append(buffer[0] & 0x0F)
+            buffer = buffer[2 + (buffer[1] & 0x7F) :]
+    sock.close()
+    assert opcodes.count(0x1) >= 3  # the greeting and the JSON heartbeats, every second
+    assert 0x9 not in opcodes  # no protocol ping
