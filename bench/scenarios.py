@@ -677,9 +677,12 @@ async def idle(count: int, *, seconds: float, heartbeat: int = 30) -> list[dict[
         connect = merge_connects(workers.read())
         await asyncio.sleep(5.0)  # the connects' registry writes and collections done
         workers.command("reset")
+        profiler = _profile(server, seconds) if S.PROFILE else None
         cpu0, wall0 = server.cpu(), time.perf_counter()
         await asyncio.sleep(seconds)
         cpu, wall = server.cpu() - cpu0, time.perf_counter() - wall0
+        if profiler is not None:
+            profiler.wait()
         replies = workers.command("count")
         report = workers.command("report")
         return [

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 HISTORY_EXPIRY_SECONDS = 60.0
+SEEN_WRITE_SECONDS = 10.0
 
 
 class ConnectionRegistry:
@@ -47,7 +48,8 @@ class ConnectionRegistry:
         self.clients = ClientLimits()
         self._counts: dict[str, int] = {"ws": 0, "sse": 0}
         self._pending = Pending()
-        self._seen: set[str] = set()  # connections with frames since the last flush
+        self._seen: set[str] = set()  # connections with frames since their last_seen was written
+        self._next_seen_write = 0.0
         self._wheel: dict[int, list[ClientConnection]] = {}  # tick number → connections due then
         self._subscriptions = 0  # explicit channels of all connections (the metric)
         self._flush_lock = asyncio.Lock()
@@ -174,7 +176,7 @@ class ConnectionRegistry:
                 self._export_metrics()
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + settings.REALTIME.registry_flush_interval
-                    await self.flush()
+                    await self.flush(periodic=True)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -200,17 +202,24 @@ class ConnectionRegistry:
 
     # -- database mirror ------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write pending changes, the process heartbeat, and reap dead processes when due."""
+    async def flush(self, periodic: bool = False) -> None:
+        """Write pending changes, the process heartbeat, and reap dead processes when due.
+
+        Connections' last_seen times are only shown (liveness is the process heartbeat's): the
+        periodic flush writes them every SEEN_WRITE_SECONDS, an explicit one (a read of the API) always.
+        """
         async with self._flush_lock:
             now = time.time()
             heartbeat_due = time.monotonic() >= self._next_heartbeat
-            if not self._pending and not heartbeat_due and not self._seen:
+            seen_due = not periodic or time.monotonic() >= self._next_seen_write
+            if not self._pending and not heartbeat_due and not (seen_due and self._seen):
                 return
             if not self._registered_process and not self._pending and not self.connections:
                 return  # nothing ever connected here: no process row needed yet
             pending, self._pending = self._pending, Pending()
-            seen = self._collect_seen()
+            seen = self._collect_seen() if seen_due else {}
+            if seen_due:
+                self._next_seen_write = time.monotonic() + SEEN_WRITE_SECONDS
             expire = time.monotonic() >= self._next_expiry
             # Shielded: a cancelled flush (shutdown) still lets the thread finish its transaction,
             # and stop() waits for it, so nobody reads or tears down the database mid-write.

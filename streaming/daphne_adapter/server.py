@@ -11,6 +11,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from autobahn.websocket.protocol import WebSocketProtocol
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from django.conf import settings
@@ -24,6 +25,7 @@ from streaming.runtime import _runtimes, warm_up
 logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 3.0
+FULL_TIMEOUT_CHECK_SECONDS = 60.0
 
 
 async def shutdown_runtimes(grace: float = GRACE_SECONDS) -> None:
@@ -98,6 +100,8 @@ class GracefulServer(Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._due: set = set()  # connections to look at in the next reaping round
+        self._next_full_timeout_check = 0.0
         # autobahn buffers a message up to these limits before the application sees it: the
         # product's own limit, not daphne's 1 MiB (100 stalled partial messages held ~100 MB).
         limit = settings.REALTIME.websocket_max_message_size
@@ -143,53 +147,92 @@ class GracefulServer(Server):
             factory.buildProtocol = build_bounded
         self._http_factory = factory
 
+    def create_application(self, protocol, scope):
+        """daphne's, then: when the application ends, its connection is due for reaping."""
+        queue = super().create_application(protocol, scope)
+        details = self.connections.get(protocol)
+        if details is not None and "application_instance" in details:
+            details["application_instance"].add_done_callback(lambda _: self._due.add(protocol))
+        return queue
+
+    def protocol_disconnected(self, protocol):
+        """daphne's, then: a disconnected connection is due for reaping."""
+        super().protocol_disconnected(protocol)
+        self._due.add(protocol)
+
     def application_checker(self):
-        """daphne's once-a-second reaping of finished applications, without its garbage.
-
-        Upstream: daphne iterating `list(self.connections)` would remove this fork.
-
-        daphne iterates `list(self.connections.items())`: a new tuple per connection every second,
-        which at 10,000 connections sets off young collections that promote into full ones over
-        every connection's objects — a pause of up to a second (bench/OPTIMISATIONS.md). Iterating
-        the keys allocates one list instead. Otherwise the same as daphne 4.2's.
+        """daphne's once-a-second reaping of finished applications, for the connections that can
+        need it: those whose application ended or whose client left since the last round, and
+        those still closing. daphne looks at every connection every second (10,000 dict lookups a
+        second for nothing, on an idle process) and allocates a tuple per connection doing it
+        (young collections that promoted into full ones: pauses of up to a second,
+        bench/OPTIMISATIONS.md). What it does to each connection is daphne 4.2's.
+        Upstream: daphne reaping on the events (an application done, a client gone) would remove this.
         """
         if not active():
             return super().application_checker()
-        connections = self.connections
-        for protocol in list(connections):
-            details = connections.get(protocol)
-            if details is None:
-                continue
-            disconnected = details.get("disconnected", None)
-            application_instance = details.get("application_instance", None)
-            overdue = disconnected and time.time() - disconnected > self.application_close_timeout
-            if overdue and application_instance and not application_instance.done():
-                logger.warning(
-                    "Application instance %r for connection %s took too long to shut down and was killed.",
-                    application_instance,
-                    repr(protocol),
-                )
-                application_instance.cancel()
-            if application_instance and application_instance.done():
-                try:
-                    exception = application_instance.exception()
-                except asyncio.CancelledError:
-                    pass
-                else:
-                    if exception:
-                        if isinstance(exception, KeyboardInterrupt):
-                            self.stop()
-                        else:
-                            logger.error("Exception inside application: %s", exception, exc_info=exception)
-                            if not disconnected:
-                                protocol.handle_exception(exception)
-                del details["application_instance"]
-                application_instance = None
-            if not application_instance and disconnected:
-                del connections[protocol]
+        due, self._due = self._due, set()
+        for protocol in due:
+            if self._reap(protocol):
+                self._due.add(protocol)  # still closing: look again next round
         from twisted.internet import reactor  # daphne's (asyncio) reactor, installed by now
 
         reactor.callLater(1, self.application_checker)
+
+    def _reap(self, protocol) -> bool:
+        """daphne 4.2's handling of one connection; True while it must be looked at again."""
+        details = self.connections.get(protocol)
+        if details is None:
+            return False
+        disconnected = details.get("disconnected", None)
+        application_instance = details.get("application_instance", None)
+        overdue = disconnected and time.time() - disconnected > self.application_close_timeout
+        if overdue and application_instance and not application_instance.done():
+            logger.warning(
+                "Application instance %r for connection %s took too long to shut down and was killed.",
+                application_instance,
+                repr(protocol),
+            )
+            application_instance.cancel()
+        if application_instance and application_instance.done():
+            try:
+                exception = application_instance.exception()
+            except asyncio.CancelledError:
+                pass
+            else:
+                if exception:
+                    if isinstance(exception, KeyboardInterrupt):
+                        self.stop()
+                    else:
+                        logger.error("Exception inside application: %s", exception, exc_info=exception)
+                        if not disconnected:
+                            protocol.handle_exception(exception)
+            del details["application_instance"]
+            application_instance = None
+        if not application_instance and disconnected:
+            del self.connections[protocol]
+            return False
+        return bool(disconnected)  # gone, its application still ending
+
+    def timeout_checker(self):
+        """daphne's timeout round every 2 s, for the connections whose timeouts can strike now:
+        HTTP requests and WebSocket handshakes. An open WebSocket only has daphne's day-long
+        `--websocket_timeout` (pings are off: see __init__), checked once a minute.
+        Upstream: daphne skipping open WebSockets when pings are off would remove this.
+        """
+        if not active():
+            return super().timeout_checker()
+        now = time.time()
+        everyone = now >= self._next_full_timeout_check
+        if everyone:
+            self._next_full_timeout_check = now + FULL_TIMEOUT_CHECK_SECONDS
+        open_state = WebSocketProtocol.STATE_OPEN
+        for protocol in list(self.connections):
+            if everyone or getattr(protocol, "state", None) != open_state:
+                protocol.check_timeouts()
+        from twisted.internet import reactor
+
+        reactor.callLater(2, self.timeout_checker)
 
     def kill_all_applications(self):
         """Called by the reactor's "before shutdown" trigger."""

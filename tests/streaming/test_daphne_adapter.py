@@ -8,7 +8,6 @@ import hashlib
 import inspect
 import socket
 import time
-import tracemalloc
 from pprint import pformat
 
 import pytest
@@ -166,10 +165,11 @@ class CheckedProtocol:
         self.handled.append(exception)
 
 
-def checker_server(connections: dict) -> GracefulServer:
+def checker_server(connections: dict, due=None) -> GracefulServer:
     server = GracefulServer.__new__(GracefulServer)  # no sockets: only the checker's state
     server.connections = connections
     server.application_close_timeout = 10
+    server._due = set(connections if due is None else due)
     return server
 
 
@@ -187,28 +187,58 @@ async def test_application_checker_reaps_like_daphne(monkeypatch):
         hung: {"application_instance": stuck, "disconnected": time.time() - 60},  # too slow: cancelled, removed
         gone: {"disconnected": time.time()},  # nothing left: removed
     }
-    checker_server(connections).application_checker()
+    server = checker_server(connections)
+    server.application_checker()
     assert set(connections) == {live, crashed}
+    assert server._due == set()  # nothing left closing: nothing to look at next round
     assert connections[live] == {"application_instance": running}
     assert "application_instance" not in connections[crashed]
     assert [str(e) for e in crashed.handled] == ["boom"]
     assert stuck.cancelled()
 
 
-async def test_application_checker_allocates_no_tuple_per_connection(monkeypatch):
-    """The point of the override: daphne's `list(connections.items())` made a tuple per connection
-    every second (a full garbage collection over all of them every so often)."""
-    count = 10_000
+async def test_application_checker_looks_only_at_connections_that_changed(monkeypatch):
+    """An idle process's 10,000 connections cost the reaping round nothing: only a connection
+    whose application ended or whose client left (or one still closing) is looked at."""
     monkeypatch.setattr(reactor, "callLater", lambda delay, function: None)
-    future = asyncio.get_running_loop().create_future()
-    server = checker_server({CheckedProtocol(): {"application_instance": future} for _ in range(count)})
-    tracemalloc.start()
-    try:
-        server.application_checker()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < count * 8 + 64 * 1024  # one list of keys, not `count` tuples of 56 bytes each
+    loop = asyncio.get_running_loop()
+    idle = {CheckedProtocol(): {"application_instance": loop.create_future()} for _ in range(10_000)}
+    closing_app = loop.create_future()
+    leaving = CheckedProtocol()
+    server = checker_server({**idle, leaving: {"application_instance": closing_app}}, due=[])
+    server.connections[leaving]["disconnected"] = time.time()
+    server._due.add(leaving)  # as daphne's protocol_disconnected does through GracefulServer
+    looked_at = []
+    real_reap = GracefulServer._reap
+    monkeypatch.setattr(GracefulServer, "_reap", lambda self, p: looked_at.append(p) or real_reap(self, p))
+    server.application_checker()
+    assert looked_at == [leaving] and server._due == {leaving}  # its application is still ending
+    closing_app.set_result(None)
+    server.application_checker()
+    assert leaving not in server.connections and server._due == set()
+    assert len(server.connections) == 10_000
+
+
+async def test_the_timeout_round_skips_open_websockets_but_once_a_minute(monkeypatch):
+    monkeypatch.setattr(reactor, "callLater", lambda delay, function: None)
+
+    class Timed:
+        def __init__(self, state) -> None:
+            self.state, self.checked = state, 0
+
+        def check_timeouts(self) -> None:
+            self.checked += 1
+
+    open_ws, handshaking, http = (
+        Timed(WebSocketProtocol.STATE_OPEN),
+        Timed(WebSocketProtocol.STATE_CONNECTING),
+        Timed(None),
+    )
+    server = checker_server({open_ws: {}, handshaking: {}, http: {}})
+    server._next_full_timeout_check = 0.0
+    server.timeout_checker()  # the first round looks at everyone
+    server.timeout_checker()
+    assert (open_ws.checked, handshaking.checked, http.checked) == (1, 2, 2)
 
 
 # ---------------------------------------------------------------------------------------------
