@@ -60,6 +60,7 @@ def publish_ws_frame(message: dict[str, Any]) -> bytes:
     return frame
 
 
+_heartbeat_frame: tuple[str | None, bytes] = (None, b"")  # the last heartbeat text, as a frame
 PONG_FRAMES = frozenset({'{"action":"pong"}', '{"action": "pong"}'})
 
 # What a refused handshake is closed with, by the error that refused it.
@@ -156,11 +157,9 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         raise StopConsumer
 
     def release(self) -> None:
-        """Leave every channel and the registry, then announce the leave on presence channels."""
+        """Leave every channel and the registry, and give back the client's rate budget."""
         super().release()
         self.runtime.registry.clients.release(self._client_key)
-        for channel in self.channels:
-            self._announce_presence(channel, "leave")
 
     def close(self, code: int, reason: str) -> None:
         """Close soon with a code and reason (never blocks; safe to call repeatedly)."""
@@ -196,7 +195,11 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         return protocol.encode(envelope)
 
     def heartbeat(self, now: float) -> None:
-        self.push(heartbeat_text(now))
+        text = heartbeat_text(now)
+        global _heartbeat_frame
+        if _heartbeat_frame[0] is not text:
+            _heartbeat_frame = (text, ws_text_frame(text.encode()))
+        self.push(text, _heartbeat_frame[1])
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.push(protocol.encode(frame))
@@ -276,7 +279,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
         await self.replay_then_live(channel, since, announce, join=partial(self._join, channel) if fresh else None)
         if fresh:
-            self._announce_presence(channel, "join")
+            self.announce_presence(channel, "join")
 
     async def _join(self, channel: str) -> None:
         try:
@@ -293,7 +296,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             raise Forbidden("The broadcast and personal channels cannot be left.")
         if channel in self.channels:
             self.forget(channel)
-            self._announce_presence(channel, "leave")
+            self.announce_presence(channel, "leave")
         self.send_frame(protocol.reply("unsubscribed", {"channel": channel}, request_id))
 
     async def action_send_to_channel(self, data: dict, request_id: Any) -> None:
@@ -371,21 +374,8 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
                 authorize_subscribe(identity, channel)
             except Forbidden as refused:  # the new token no longer grants it
                 self.forget(channel)
-                self._announce_presence(channel, "leave")
+                self.announce_presence(channel, "leave")
                 self.send_frame(protocol.reply("unsubscribed", {"channel": channel, "reason": refused.detail}))
-
-    # -- presence ----------------------------------------------------------------------------
-
-    def _announce_presence(self, channel: str, event: str) -> None:
-        if not protocol.is_presence_channel(channel):
-            return
-        content = protocol.presence_content(
-            event=event, user_id=self.identity.user_id, connection_id=self.connection_id
-        )
-        task = asyncio.ensure_future(
-            services.apublish_to_channel(channel=channel, content=content, type=protocol.PRESENCE)
-        )
-        task.add_done_callback(_log_failure)
 
 
 def _decode_or_none(text: str) -> Any:
@@ -393,8 +383,3 @@ def _decode_or_none(text: str) -> Any:
         return protocol.decode(text)
     except InvalidJSON:
         return None
-
-
-def _log_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("presence announcement failed: %r", task.exception())

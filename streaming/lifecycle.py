@@ -279,10 +279,26 @@ class ClientConnection:
             hub.leave(channel, self)
         self.runtime.registry.unregister(self, int(self.close_code or CloseCode.NORMAL))
         self.writer.cancel()
+        for channel in self.channels:
+            self.announce_presence(channel, "leave")
         logger.info(
             "disconnect id=%s transport=%s ip=%s user=%s code=%s",
             self.connection_id, self.transport, self.ip, self.identity.user_id or "-", self.close_code,
         )  # fmt: skip
+
+    def announce_presence(self, channel: str, event: str) -> None:
+        """Tell a presence channel's subscribers this connection joined or left it."""
+        if not protocol.is_presence_channel(channel):
+            return
+        from streaming import services  # services imports the runtime, which imports this module
+
+        content = protocol.presence_content(
+            event=event, user_id=self.identity.user_id, connection_id=self.connection_id
+        )
+        task = asyncio.ensure_future(
+            services.apublish_to_channel(channel=channel, content=content, type=protocol.PRESENCE)
+        )
+        task.add_done_callback(_log_failure)
 
     def log_connect(self) -> None:
         logger.info(
@@ -300,6 +316,11 @@ def heartbeat_text(now: float) -> str:
     if _heartbeat[0] != now:
         _heartbeat = (now, protocol.encode(protocol.heartbeat()))
     return _heartbeat[1]
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("presence announcement failed: %r", task.exception())
 
 
 def count_refusal(transport: str, error: StreamingError) -> None:

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 HISTORY_EXPIRY_SECONDS = 60.0
-SEEN_WRITE_SECONDS = 10.0
+SEEN_WRITE_SECONDS = 60.0
 
 
 class ConnectionRegistry:

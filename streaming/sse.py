@@ -294,3 +294,4 @@ class SSEListener(ClientConnection):
             return self.positions[channel]
 
         await self.replay_then_live(channel, since, announce, join=partial(self.runtime.hub.join, channel, self))
+        self.announce_presence(channel, "join")

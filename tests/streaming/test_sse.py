@@ -298,3 +298,20 @@ async def test_a_stream_that_stops_reading_is_ended_and_its_socket_dropped(live_
     stalled.close()
     assert ended
     assert "slow consumer" in server.log()
+
+
+async def test_sse_streams_join_and_leave_presence_channels_like_websockets(sse_server):
+    from streaming.auth import authenticator
+
+    token = authenticator.create_access_token({"sub": "watcher", "channels": ["presence-*"]})
+    reader_token = authenticator.create_access_token({"sub": "reader", "channels": ["presence-*"]})
+    async with WSClient(sse_server.ws + f"/ws/connect?token={token}") as watcher:
+        await watcher.call("subscribe", {"channel": "presence-room"})
+        assert (await watcher.recv())["content"]["user_id"] == "watcher"  # its own join comes first
+        async with SSEReader(sse_server.http + f"/sse/connect?channels=presence-room&token={reader_token}") as sse:
+            await sse.until("stream-open")
+            joined = await watcher.recv()
+            assert joined["type"] == "presence" and joined["content"]["event"] == "join"
+            assert joined["content"]["user_id"] == "reader"
+        left = await watcher.recv()
+        assert left["content"] == {**joined["content"], "event": "leave"}
