@@ -87,7 +87,7 @@ async def asend_committed(outgoing: Outgoing) -> None:
 
 
 def _count(outgoing: Outgoing) -> None:
-    metrics.PUBLISHED.labels("true" if outgoing.envelope["offset"] is not None else "false").inc()
+    metrics.published.add("true" if outgoing.envelope["offset"] is not None else "false")
 
 
 def _refused(outgoing: Outgoing, message: dict[str, Any], error: Unavailable) -> None:

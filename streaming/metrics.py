@@ -1,7 +1,7 @@
 """Prometheus metrics at `/metrics` (prometheus-client; multi-process safe).
 
-Per-delivery work stays off the metrics path: the hub counts deliveries in plain integers and the
-registry's once-a-second tick moves them into the counters. With PROMETHEUS_MULTIPROC_DIR set
+Per-message work stays off the metrics path: publishes and deliveries are counted in plain integers
+and the registry's tick moves them into the counters. With PROMETHEUS_MULTIPROC_DIR set
 (several server processes on one host), values are aggregated across processes.
 """
 
@@ -44,22 +44,30 @@ UNRECOVERABLE = Counter(
 DISCONNECT_REASONS = {4408: "idle", 4409: "admin", 4429: "slow_consumer_or_rate_limit", 4401: "unauthenticated"}
 
 
-class DeliveryTally:
-    """Deliveries counted in plain integers on the hot path, published to Prometheus each tick."""
+class Tallies:
+    """A labelled counter counted in plain integers on the hot path, published to Prometheus each tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
         self.pending: Tally[str] = Tally()
 
-    def add(self, transport: str, count: int = 1) -> None:
-        self.pending[transport] += count
+    def add(self, label: str, count: int = 1) -> None:
+        self.pending[label] += count
 
     def publish(self) -> None:
         pending, self.pending = self.pending, Tally()
-        for transport, count in pending.items():
-            DELIVERED.labels(transport).inc(count)
+        for label, count in pending.items():
+            self.counter.labels(label).inc(count)
 
 
-deliveries = DeliveryTally()
+deliveries = Tallies(DELIVERED)
+published = Tallies(PUBLISHED)
+
+
+def publish_tallies() -> None:
+    """Called by the registry's tick: what the hot paths counted, into the counters."""
+    deliveries.publish()
+    published.publish()
 
 
 def record_disconnect(code: int) -> None:

@@ -198,7 +198,7 @@ class ConnectionRegistry:
         for transport, count in self._counts.items():
             metrics.CONNECTIONS.labels(transport).set(count)
         metrics.SUBSCRIPTIONS.set(self._subscriptions)
-        metrics.deliveries.publish()
+        metrics.publish_tallies()
 
     # -- database mirror ------------------------------------------------------------------------
 

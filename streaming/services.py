@@ -43,7 +43,7 @@ class Published:
         return ack
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Publish:
     """One message to publish (an item of a batch)."""
 
@@ -82,7 +82,7 @@ def prepare(publish: Publish) -> Outgoing:
         sender=publish.sender,
     )  # fmt: skip
     text = protocol.encode(envelope)
-    limit = settings.REALTIME.sse_max_message_size
+    limit = settings.REALTIME.sse_max_message_size  # one settings read per publish
     # 20 bytes for the offset persistence writes in.
     if len(text) + 20 > limit // 4 and len(text.encode()) + 20 > limit:
         raise MessageTooLarge(f"The message is larger than {limit} bytes.")

@@ -24,9 +24,17 @@ from streaming.bus.redis import RedisBus
 __all__ = ["LocalBus", "RedisBus", "get_bus"]
 
 
+_chosen: tuple[object, LocalBus | RedisBus | None] = (None, None)
+
+
 def get_bus() -> LocalBus | RedisBus:
-    """The bus of this process (RedisBus when REDIS_URL is set)."""
-    urls = settings.REALTIME.redis_urls
-    if urls:
-        return RedisBus.for_urls(urls)
-    return LocalBus.instance()
+    """The bus of this process (RedisBus when REDIS_URL is set); chosen once per configuration."""
+    global _chosen
+    config = settings.REALTIME
+    chosen_for, bus = _chosen
+    if chosen_for is config and bus is not None and (isinstance(bus, RedisBus) or bus is LocalBus._instance):
+        return bus
+    urls = config.redis_urls
+    bus = RedisBus.for_urls(urls) if urls else LocalBus.instance()
+    _chosen = (config, bus)
+    return bus

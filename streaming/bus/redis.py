@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 import uuid
+import weakref
 import zlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,6 +24,7 @@ import orjson
 import redis
 import redis.asyncio
 
+from streaming.bus.resp import Publisher, RespConnection, RespError
 from streaming.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -66,6 +68,9 @@ class RedisBus:
         self.urls = urls
         self._sync = [redis.Redis.from_url(url) for url in urls]  # thread-safe pools, for sync publishers
         self._async: dict[asyncio.AbstractEventLoop, list[redis.asyncio.Redis]] = {}
+        self._publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Publisher]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._listeners: dict[Hub, list[_Listener]] = {}
 
     @classmethod
@@ -119,21 +124,30 @@ class RedisBus:
         except redis.RedisError as error:
             raise Unavailable() from error
 
+    def publishers(self) -> list[Publisher]:
+        """The PUBLISH connections of the running loop (see `resp.py`), one per server."""
+        loop = asyncio.get_running_loop()
+        publishers = self._publishers.get(loop)
+        if publishers is None:
+            publishers = self._publishers[loop] = [Publisher(url) for url in self.urls]
+        return publishers
+
     async def apublish(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            await self.clients()[self.shard(channel)].publish(channel_key(channel), encode_publish(message))
-        except (redis.RedisError, OSError) as error:
+            await self.publishers()[self.shard(channel)].publish(channel_key(channel).encode(), encode_publish(message))
+        except (RespError, OSError) as error:
             raise Unavailable() from error
 
     async def apublish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """PUBLISH several in order: one pipeline (one round trip) per Redis server."""
-        clients = self.clients()
-        pipelines = [client.pipeline(transaction=False) for client in clients]
-        for channel, message in messages:
-            pipelines[self.shard(channel)].publish(channel_key(channel), encode_publish(message))
+        """PUBLISH several, in order: pipelined on each server's connection (one write per loop turn)."""
+        publishers = self.publishers()
+        sent = [
+            publishers[self.shard(channel)].publish(channel_key(channel).encode(), encode_publish(message))
+            for channel, message in messages
+        ]
         try:
-            await asyncio.gather(*(pipeline.execute() for pipeline in pipelines if len(pipeline)))
-        except (redis.RedisError, OSError) as error:
+            await asyncio.gather(*sent)
+        except (RespError, OSError) as error:
             raise Unavailable() from error
 
     async def asend(self, address: str, command: dict[str, Any]) -> None:
@@ -170,38 +184,46 @@ class _Listener:
     """One pub/sub connection to one Redis server: the subscriptions of a hub there, kept up."""
 
     def __init__(self, url: str, hub: Hub) -> None:
-        self.client = redis.asyncio.Redis.from_url(url)
+        self.url = url
         self.hub = hub
-        self.wanted: set[str] = set()
-        self.subscribed: set[str] = set()
-        self.pubsub: Any = None
+        self.wanted: set[bytes] = set()
+        self.subscribed: set[bytes] = set()
+        self.connection: RespConnection | None = None
         self._changed = asyncio.Event()
         self._synced: asyncio.Future | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        self.pubsub = self.client.pubsub()
-        await self.pubsub.connect()
-        self._tasks = [asyncio.create_task(self._read(), name="bus-reader"),
+        self.connection = await RespConnection.open(self.url, on_push=self._push)
+        self._tasks = [asyncio.create_task(self._watch(), name="bus-watch"),
                        asyncio.create_task(self._sync_loop(), name="bus-subscriber")]  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.pubsub.aclose()
-        await self.client.aclose()
+        if self.connection is not None:
+            self.connection.close()
+
+    def _push(self, reply: list) -> None:
+        """A message on a subscribed channel: [b"message", channel, payload]."""
+        try:
+            self.hub.receive(decode(reply[2]))
+        except Exception:
+            logger.exception("bus message handling failed")
 
     async def want(self, key: str) -> None:
         """Subscribe (batched with this loop turn's others); returns once the command is sent."""
-        self.wanted.add(key)
-        if key in self.subscribed:
+        raw = key.encode()
+        self.wanted.add(raw)
+        if raw in self.subscribed:
             return
         await asyncio.shield(self._request_sync())
 
     def unwant(self, key: str) -> None:
-        self.wanted.discard(key)
-        if key in self.subscribed:
+        raw = key.encode()
+        self.wanted.discard(raw)
+        if raw in self.subscribed:
             self._request_sync()
 
     def _request_sync(self) -> asyncio.Future:
@@ -218,51 +240,36 @@ class _Listener:
             self._changed.clear()
             done, self._synced = self._synced, None
             try:
-                await self._send_changes()
-            except (redis.RedisError, OSError) as error:  # the reader reconnects and resubscribes all
+                self._send_changes()
+            except (RespError, OSError) as error:  # the watcher reconnects and resubscribes all
                 logger.warning("bus subscription change failed: %r", error)
             if done is not None and not done.done():
                 done.set_result(None)
 
-    async def _send_changes(self) -> None:
+    def _send_changes(self) -> None:
         add, drop = self.wanted - self.subscribed, self.subscribed - self.wanted
         if add:
-            await self.pubsub.subscribe(*add)
+            self.connection.send(b"SUBSCRIBE", *add)
             self.subscribed |= add
         if drop:
-            await self.pubsub.unsubscribe(*drop)
+            self.connection.send(b"UNSUBSCRIBE", *drop)
             self.subscribed -= drop
 
-    async def _read(self) -> None:
-        receive = self.hub.receive
+    async def _watch(self) -> None:
+        """When the connection is lost, open another, resubscribe everything, tell the hub."""
         while True:
-            try:
-                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except (redis.RedisError, OSError) as error:
-                logger.warning("bus connection lost (%r); reconnecting", error)
-                await self._reconnect()
-                continue
-            if message is not None and message["type"] == "message":
+            error = await self.connection.lost
+            logger.warning("bus connection lost (%r); reconnecting", error)
+            attempt = 0
+            while True:
+                await asyncio.sleep(RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)])
+                attempt += 1
                 try:
-                    receive(decode(message["data"]))
-                except Exception:
-                    logger.exception("bus message handling failed")
-
-    async def _reconnect(self) -> None:
-        attempt = 0
-        while True:
-            await asyncio.sleep(RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)])
-            attempt += 1
-            try:
-                await self.pubsub.aclose()
-                self.pubsub = self.client.pubsub()
+                    self.connection = await RespConnection.open(self.url, on_push=self._push)
+                except (OSError, TimeoutError, RespError):
+                    continue
                 self.subscribed = set()
-                await self.pubsub.connect()
-                await self._send_changes()
-            except (redis.RedisError, OSError):
-                continue
+                self._send_changes()
+                break
             logger.info("bus connection back; %d subscriptions restored", len(self.subscribed))
             self.hub.bus_reconnected()
-            return

@@ -35,3 +35,18 @@ def test_message_type_field_refuses_types_that_do_not_match_in_full(type_):
 @pytest.mark.parametrize("type_", ["connected", "stream-open", "stream-reset", "stream-error", "notification"])
 def test_types_the_server_emits_are_reserved(type_):
     assert type_ in protocol.RESERVED_TYPES
+
+
+def test_timestamps_and_ids_have_the_documented_shapes():
+    import re
+    import uuid
+    from datetime import UTC, datetime
+
+    before = datetime.now(UTC)
+    stamp = protocol.now_iso()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    assert before <= datetime.fromisoformat(stamp.replace("Z", "+00:00")) <= after
+    ids = {protocol.new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
