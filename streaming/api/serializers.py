@@ -54,13 +54,13 @@ class ContentField(serializers.JSONField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
-        # Before JSONField's own check, which re-encodes with `json` and overflows the stack (a 500)
-        # on the deep values the body parser accepts.
+        # Not JSONField's own check: it re-encodes the value with `json` to see that it can (one
+        # more encode per message, and a stack overflow — a 500 — on the deep values the body
+        # parser accepts). The body parser only yields JSON values; the depth is all left to check.
         try:
-            protocol.check_content(data)
+            return protocol.check_content(data)
         except ValueError as error:
             raise serializers.ValidationError(str(error)) from None
-        return super().to_internal_value(data)
 
 
 class MessageTypeField(serializers.CharField):
@@ -153,14 +153,18 @@ class BatchItemSerializer(StrictSerializer):
         return attrs
 
 
-class BatchPublishSerializer(StrictSerializer):
-    messages = BatchItemSerializer(many=True, allow_empty=False)
+class BatchItemsField(serializers.ListField):
+    """The batch's messages: their number is checked before any of them is validated."""
 
-    def validate_messages(self, value: list) -> list:
+    def to_internal_value(self, data: Any) -> list:
         limit = settings.REALTIME.publish_batch_max_items
-        if len(value) > limit:
-            raise serializers.ValidationError(f"At most {limit} messages per batch.")
-        return value
+        if isinstance(data, list) and len(data) > limit:
+            raise serializers.ValidationError(f"At most {limit} messages per batch.", code="max_length")
+        return super().to_internal_value(data)
+
+
+class BatchPublishSerializer(StrictSerializer):
+    messages = BatchItemsField(child=BatchItemSerializer(), allow_empty=False)
 
 
 class PublishedSerializer(serializers.Serializer):

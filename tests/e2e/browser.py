@@ -1,4 +1,4 @@
-"""Real Chromium for end-to-end tests, and a driver for the transport test pages (SPEC §11).
+"""Real Chromium for end-to-end tests, and a driver for the transport test pages.
 
 Chromium is Debian's (`/usr/bin/chromium`, or CHROMIUM_PATH), driven by Playwright; the tests skip
 locally when either is missing, and fail under CI, where both must be there.

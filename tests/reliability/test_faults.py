@@ -58,7 +58,7 @@ def cluster(postgres):
 
 
 async def start_subscribers(count: int, url: str, channel: str, until: float) -> tuple[list[Subscriber], list]:
-    subscribers = [Subscriber(url, channel) for _ in range(count)]
+    subscribers = [Subscriber(url, channel, address=f"10.0.{n // 250}.{n % 250 + 1}") for n in range(count)]
     gate = asyncio.Semaphore(100)  # the first connects in waves; reconnects later are a storm
 
     async def run(subscriber: Subscriber) -> None:

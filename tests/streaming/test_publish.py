@@ -68,6 +68,9 @@ def test_a_batch_is_bounded(client, bus, realtime):
     realtime(publish_batch_max_items=3)
     over = post(client, "/api/publish/batch/", {"messages": [{"channel": "c", "message": {"content": 1}}] * 4})
     assert over.status_code == 400 and "At most 3" in str(over.json()["fields"])
+    # counted before any item is validated: four bad items get the one count error, not four
+    bad = post(client, "/api/publish/batch/", {"messages": [{"channel": "bad name", "message": {}}] * 4})
+    assert bad.status_code == 400 and bad.json()["fields"] == {"messages": ["At most 3 messages per batch."]}
     assert post(client, "/api/publish/batch/", {"messages": []}).status_code == 400
     assert not bus.published
 

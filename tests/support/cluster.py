@@ -61,10 +61,15 @@ async def connections_by_process(cluster: Cluster, channel: str | None = None) -
 
 
 class Subscriber:
-    """A WebSocket client through nginx that reconnects and resumes from its last offset."""
+    """A WebSocket client through nginx that reconnects and resumes from its last offset.
 
-    def __init__(self, url: str, channel: str) -> None:
+    `address` is the client's own address as a proxy in front would report it (X-Forwarded-For,
+    which nginx extends): a thousand subscribers from one test process are a thousand clients, each
+    with its own connection count and rate budget, not one client over the per-address limits."""
+
+    def __init__(self, url: str, channel: str, address: str | None = None) -> None:
         self.url, self.channel = url, channel
+        self.headers = {"X-Forwarded-For": address} if address else None
         self.offsets: list[int] = []
         self.ids: list[str] = []
         self.reconnects = 0
@@ -75,7 +80,7 @@ class Subscriber:
         self.stopping = False  # set to end `run` before its deadline
 
     async def connect(self) -> None:
-        self.client = await WSClient(self.url).__aenter__()
+        self.client = await WSClient(self.url, additional_headers=self.headers).__aenter__()
         since = self.offsets[-1] if self.offsets else None
         data = {"channel": self.channel} | ({"since": since} if since is not None else {})
         reply = await self.client.call("subscribe", data, timeout=10)

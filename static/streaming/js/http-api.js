@@ -1,4 +1,4 @@
-// Calls to the HTTP API (SPEC §7) with the page's credentials as headers, each logged with its answer.
+// Calls to the HTTP API with the page's credentials as headers, each logged with its answer.
 
 export class ApiClient {
   constructor({ log, apiKeyHeader, csrfToken }) {
