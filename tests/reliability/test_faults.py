@@ -228,8 +228,10 @@ async def publishes_again(http: httpx.AsyncClient, base: str, body: dict, since:
 async def test_sigterm_sends_1001_to_every_websocket_and_ends_every_stream(cluster, figure):
     target = cluster.servers[0]
     sockets = []
-    for _ in range(500):
-        socket = await websockets.connect(target.ws + "/ws/connect")
+    for n in range(500):  # 500 clients (each its own address; one address may hold 250 connections)
+        socket = await websockets.connect(
+            target.ws + "/ws/connect", additional_headers={"X-Forwarded-For": f"10.1.{n // 250}.{n % 250 + 1}"}
+        )
         assert json.loads(await socket.recv())["type"] == "connected"
         sockets.append(socket)
     streams = [await SSEReader(f"{target.http}/sse/connect?channels=bye").__aenter__() for _ in range(50)]
