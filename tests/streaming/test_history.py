@@ -83,6 +83,14 @@ def test_persisted_content_is_stored_faithfully_nul_included():
     assert stored["id"] == published.id and stored["content"] == content
 
 
+def test_stored_rows_carry_their_creation_time_and_ids():
+    before = timezone.now()
+    published = services.publish_to_channel(channel="timed", content=1, persist=True, message_id="m-1", type="chat")
+    row = ChannelMessage.objects.get(channel_id="timed")
+    assert (row.offset, row.message_id, row.type) == (1, "m-1", "chat") and published.offset == 1
+    assert before - timedelta(seconds=1) <= row.created_at <= timezone.now()
+
+
 def test_history_size_trims_the_oldest_messages(realtime):
     realtime(channel_history_size=3)
     publish("trimmed", 5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -86,6 +87,12 @@ async def test_concurrent_publishers_get_gapless_unique_offsets(servers, postgre
     assert stored == sorted(by_offset.items())
     (head,) = rows(postgres_url, "SELECT last_offset FROM streaming_channel WHERE name = %s", "pg-gapless")
     assert head == (total,)
+    ((age,),) = rows(
+        postgres_url,
+        "SELECT max(now() - created_at) FROM streaming_channelmessage WHERE channel_name = %s",
+        "pg-gapless",
+    )
+    assert timedelta(0) <= age < timedelta(minutes=5)  # stored as the time it was written, in UTC
 
     # the history API returns them in order, paged, from either server
     read, since = [], 0
