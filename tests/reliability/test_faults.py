@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -27,8 +26,6 @@ from tests.support.clients import SSEReader, WSClient
 from tests.support.cluster import Cluster, Subscriber, connections_by_process, publish_steadily
 from tests.support.server import ADMIN_HEADERS
 from tests.support.services import PrivatePostgres
-
-T = TypeVar("T")
 
 pytestmark = [
     pytest.mark.reliability,
@@ -182,24 +179,28 @@ async def test_postgres_stopped_publishes_get_503_then_work_without_a_server_res
     pids = [server.process_pid for server in cluster.servers]
     body = {"channel": "pg-outage", "message": {"content": "x"}, "persist": True}
     async with WSClient(cluster.nginx.ws + "/ws/connect") as ws, httpx.AsyncClient(timeout=30) as http:
-        assert (await http.post(cluster.nginx.http + "/ws/send-to-channel", json=body)).status_code == 202
-        postgres.stop()
-        stopped = time.monotonic()
+        async with kept_alive(ws):
+            assert (await http.post(cluster.nginx.http + "/ws/send-to-channel", json=body)).status_code == 202
+            await asyncio.to_thread(postgres.stop)
+            stopped = time.monotonic()
         try:
-            down = await http.post(cluster.nginx.http + "/ws/send-to-channel", json=body)
+            async with kept_alive(ws):
+                down = await http.post(cluster.nginx.http + "/ws/send-to-channel", json=body)
             ws_down = await ws.call("send_to_channel", {"channel": "pg-outage", "content": "x", "persist": True}, 30)
-            # Every process meets the outage, and it lasts long enough for reconnect back-off to grow.
-            each_down = await asyncio.gather(
-                *(http.post(server.http + "/ws/send-to-channel", json=body) for server in cluster.servers)
-            )
-            await answering_heartbeats(ws, asyncio.sleep(max(0.0, 15 - (time.monotonic() - stopped))))
+            async with kept_alive(ws):
+                # Every process meets the outage, and it lasts long enough for reconnect back-off to grow.
+                each_down = await asyncio.gather(
+                    *(http.post(server.http + "/ws/send-to-channel", json=body) for server in cluster.servers)
+                )
+                await asyncio.sleep(max(0.0, 15 - (time.monotonic() - stopped)))
         finally:
-            postgres.start()
+            await asyncio.to_thread(postgres.start)
         started = time.monotonic()
-        # Every process must come back by itself, not only the one nginx happens to pick first.
-        recovered_within = await answering_heartbeats(
-            ws, asyncio.gather(*(publishes_again(http, server.http, body, started) for server in cluster.servers))
-        )
+        async with kept_alive(ws):
+            # Every process must come back by itself, not only the one nginx happens to pick first.
+            recovered_within = await asyncio.gather(
+                *(publishes_again(http, server.http, body, started) for server in cluster.servers)
+            )
         ws_back = await ws.call("send_to_channel", {"channel": "pg-outage", "content": "y", "persist": True}, 30)
         stats = [await http.get(server.http + "/ws/stats") for server in cluster.servers]
     figure(
@@ -218,14 +219,23 @@ async def test_postgres_stopped_publishes_get_503_then_work_without_a_server_res
     )
 
 
-async def answering_heartbeats(ws: WSClient, awaitable: Awaitable[T]) -> T:
-    """Await `awaitable` while `ws` answers the server's heartbeats, as a live client does (one
-    silent for WEBSOCKET_DISCONNECT_TIMEOUT is closed with 4408)."""
-    task = asyncio.ensure_future(awaitable)
-    while not task.done():
-        with contextlib.suppress(TimeoutError):
-            await ws.recv(timeout=0.5)
-    return await task
+@contextlib.asynccontextmanager
+async def kept_alive(ws: WSClient) -> AsyncIterator[None]:
+    """`ws` answers the server's heartbeats in the background meanwhile, as a live client does (one
+    silent for WEBSOCKET_DISCONNECT_TIMEOUT is closed with 4408); what else it receives is dropped."""
+
+    async def answer() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await ws.recv(timeout=0.5)
+
+    task = asyncio.create_task(answer())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def publishes_again(http: httpx.AsyncClient, base: str, body: dict, since: float) -> float:
