@@ -31,7 +31,7 @@ from streaming.auth import (
     authorize_publish,
     authorize_subscribe,
 )
-from streaming.daphne_adapter.io import DirectWriter, close_websocket, ws_text_frame
+from streaming.daphne_adapter.io import DirectWriter, close_websocket, watch_messages, ws_text_frame
 from streaming.errors import (
     DatabaseUnavailable,
     Forbidden,
@@ -62,6 +62,7 @@ def publish_ws_frame(message: dict[str, Any]) -> bytes:
 
 _heartbeat_frame: tuple[str | None, bytes] = (None, b"")  # the last heartbeat text, as a frame
 PONG_FRAMES = frozenset({'{"action":"pong"}', '{"action": "pong"}'})
+PONG_PAYLOADS = frozenset(frame.encode() for frame in PONG_FRAMES)
 
 # What a refused handshake is closed with, by the error that refused it.
 REFUSAL_CODES = {
@@ -128,6 +129,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         self.bucket = runtime.registry.clients.bucket(
             self._client_key, config.client_rate_limit, config.client_rate_burst
         )
+        watch_messages(self.base_send, self._message_arrived)
         try:
             await self.join_implicit()
         except Exception:
@@ -158,6 +160,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
     def release(self) -> None:
         """Leave every channel and the registry, and give back the client's rate budget."""
+        watch_messages(self.base_send, None)
         super().release()
         self.runtime.registry.clients.release(self._client_key)
 
@@ -209,6 +212,13 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         return protocol.sender(self.identity.user_id, self.connection_id)
 
     # -- frames in ---------------------------------------------------------------------------
+
+    def _message_arrived(self, payload: bytes, binary: bool) -> bool:
+        """Under daphne, each client message as it arrives, before the application queue: life
+        now, even while an action is still awaited; a heartbeat answer within the rate limit ends
+        here (True). Everything else goes on to `websocket_receive`."""
+        self.touch(time.time())
+        return not binary and payload in PONG_PAYLOADS and self.bucket.take()
 
     async def websocket_receive(self, message: dict) -> None:
         """Called per client frame: any frame counts as life; errors become error replies."""

@@ -169,18 +169,33 @@ class ConnectionRegistry:
 
     async def _run(self) -> None:
         next_flush = 0.0
-        while True:
-            try:
-                await asyncio.sleep(self._tick)
-                self._tick_due(time.time())
-                self._export_metrics()
-                if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + settings.REALTIME.registry_flush_interval
-                    await self.flush(periodic=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("registry task failed a step; continuing")
+        flushing: asyncio.Future | None = None
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(self._tick)
+                    self._tick_due(time.time())
+                    self._export_metrics()
+                    # The flush waits for the database on its own: heartbeats, idle closes and
+                    # token expiry keep their time while it waits (a database outage, a lock).
+                    if time.monotonic() >= next_flush and (flushing is None or flushing.done()):
+                        next_flush = time.monotonic() + settings.REALTIME.registry_flush_interval
+                        flushing = asyncio.ensure_future(self._periodic_flush())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("registry task failed a step; continuing")
+        finally:
+            if flushing is not None:
+                flushing.cancel()
+
+    async def _periodic_flush(self) -> None:
+        try:
+            await self.flush(periodic=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("registry flush failed; retrying at the next one")
 
     def _tick_due(self, now: float) -> None:
         """Tick the connections whose time has come (heartbeat, idleness, token expiry): a

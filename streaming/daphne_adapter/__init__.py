@@ -49,6 +49,8 @@ REQUIRED = {
     ("daphne.http_protocol", "WebRequest.gotLength"): "refusing a declared body over the limit",
     ("daphne.http_protocol", "WebRequest.handleContentChunk"): "refusing a chunked body over the limit",
     ("daphne.http_protocol", "HTTPFactory.buildProtocol"): "installing the bounded request class",
+    ("daphne.ws_protocol", "WebSocketProtocol.onMessage"): "client messages seen as they arrive",
+    ("daphne.ws_protocol", "WebSocketFactory.protocol"): "installing that protocol class",
     ("daphne.cli", "CommandLineInterface.server_class"): "the launcher's server",
     ("daphne.cli", "AccessLogGenerator"): "the launcher's redacting access log",
     ("autobahn.websocket.protocol", "WebSocketProtocol.sendCloseFrame"): "close frames with any code and reason",
@@ -68,6 +70,7 @@ INSTANCE_ATTRIBUTES = {
     "autobahn WebSocketServerProtocol.state / .transport / .factory": "an accepted WebSocket",
     "autobahn WebSocketServerProtocol._perMessageCompress / .autoFragmentSize": "frames sent as built",
     "autobahn WebSocketServerFactory.maskServerFrames": "frames sent as built",
+    "daphne WebSocketProtocol.muted": "messages daphne would drop are not seen either",
 }
 
 

@@ -117,6 +117,18 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
 
 
+def watch_messages(send: Any, hook: Callable[[bytes, bool], bool] | None) -> bool:
+    """Have `hook(payload, is_binary)` see each message of the WebSocket behind `send` as it
+    arrives, before daphne queues it for the application, which gets it only when the hook returns
+    false (`server.WatchedWebSocketProtocol`); None removes the hook. False when it cannot be done
+    here (another server): the application then sees every message, when it gets to it."""
+    protocol = daphne_protocol(send)
+    if protocol is None or not hasattr(type(protocol), "on_message"):
+        return False
+    protocol.on_message = hook
+    return True
+
+
 class DirectWriter:
     """Writes finished bytes (WebSocket frames, HTTP body chunks) to a daphne connection's socket."""
 

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from autobahn.websocket.protocol import WebSocketProtocol
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
 from django.conf import settings
 from twisted.internet import defer
 
@@ -89,6 +90,25 @@ class BoundedWebRequest(WebRequest):
         logger.info("refuse http body over %d bytes", limit)
 
 
+class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
+    """daphne's WebSocket protocol, with a hook that sees each client message as it arrives.
+
+    An accepted connection sets `on_message` (`io.watch_messages`): a message is the client's sign
+    of life when it arrives, not when the application gets to it — a connection busy with a slow
+    action (a database outage) would otherwise miss its client's heartbeat answers and close a live
+    client as idle — and a heartbeat answer ends there, without a trip through the application
+    queue (the commonest frame of an idle connection). Upstream: ASGI has no such event.
+    """
+
+    on_message: Any = None  # (payload, is_binary) -> True when it consumed the message
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        hook = self.on_message
+        if hook is not None and not self.muted and hook(payload, isBinary):
+            return
+        super().onMessage(payload, isBinary)
+
+
 class GracefulServer(Server):
     """daphne's server, closing connections with 1001 before its applications are cancelled,
     and with this process's runtime started before it listens.
@@ -128,6 +148,8 @@ class GracefulServer(Server):
         # A close handshake (1009, 1002, 1007) where autobahn would drop the TCP connection, so
         # clients see why. Upstream: daphne would need to pass failByDrop=False itself.
         factory.setProtocolOptions(failByDrop=False)
+        if active():
+            factory.protocol = WatchedWebSocketProtocol
         self._ws_factory = factory
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 
@@ -333,3 +334,35 @@ async def test_the_products_heartbeat_replaces_daphnes_protocol_pings(live_serve
     sock.close()
     assert opcodes.count(0x1) >= 3  # the greeting and the JSON heartbeats, every second
     assert 0x9 not in opcodes  # no protocol ping
+
+
+async def test_a_client_answering_heartbeats_stays_open_while_its_action_waits(live_server_factory):
+    """Heartbeats keep their time and life is counted when a message arrives, not when the
+    connection gets to it: a persisted publish waits for the database (its write lock held by
+    another process), the client answers heartbeats meanwhile, and the connection outlives
+    WEBSOCKET_DISCONNECT_TIMEOUT twice over."""
+    server = live_server_factory(WEBSOCKET_HEARTBEAT_INTERVAL="1", WEBSOCKET_DISCONNECT_TIMEOUT="3")
+    database = sqlite3.connect(server.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    async with websockets.connect(server.ws + "/ws/connect") as socket:
+        await socket.recv()  # connected
+        database.execute("BEGIN IMMEDIATE")  # the server's writes queue behind this lock
+        try:
+            publish = {"action": "send_to_channel", "data": {"channel": "held", "content": 1, "persist": True}}
+            await socket.send(json.dumps({**publish, "request_id": "held"}))
+            heartbeats, deadline = 0, time.monotonic() + 7
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    frame = json.loads(await asyncio.wait_for(socket.recv(), left))
+                except TimeoutError:
+                    break
+                assert frame["type"] == "heartbeat", frame  # no reply yet: the publish still waits
+                heartbeats += 1
+                await socket.send('{"action":"pong"}')
+        finally:
+            database.execute("ROLLBACK")
+            database.close()
+        assert heartbeats >= 5
+        reply = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        while reply["type"] == "heartbeat":
+            reply = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        assert reply["type"] == "ack" and reply["content"]["offset"] == 1 and reply["request_id"] == "held"

@@ -67,6 +67,16 @@ def test_daphne_websockets_carry_the_state_the_adapter_reads():
     assert websocket.state == WebSocketProtocol.STATE_CONNECTING and websocket.factory is factory
     assert websocket._perMessageCompress is None and websocket.autoFragmentSize == 0
     assert factory.maskServerFrames is False
+    assert websocket.muted is False  # read by WatchedWebSocketProtocol before its hook
+
+
+def test_daphne_hands_each_message_to_the_application_queue_in_on_message():
+    """WatchedWebSocketProtocol sees a message before daphne's onMessage queues it; a daphne
+    whose onMessage changed must be read again before this fingerprint is updated."""
+    from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
+
+    source = inspect.getsource(DaphneWebSocketProtocol.onMessage)
+    assert "self.application_queue.put_nowait" in source and "if self.muted" in source
 
 
 def test_the_forked_application_checker_is_still_dapnes_own():
