@@ -8,6 +8,7 @@ can stop with one readable line.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -35,6 +36,70 @@ class ConfigError(Exception):
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A hook setting: a dotted path to a callable (`myapp.realtime.on_subscribe`).
+_DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+NAMESPACE_PATTERN_MAX = 100
+NAMESPACES_MAX = 100
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Options of the channels a pattern matches (README, "Channel namespaces"); None: the global value."""
+
+    pattern: str  # fnmatch, case-sensitive; the first matching namespace wins
+    history_size: int | None = None
+    history_ttl: int | None = None
+    presence: bool | None = None
+    join_leave: bool | None = None
+    client_publish: bool | None = None
+    anonymous: bool | None = None
+    recover: bool | None = None
+
+
+# Each namespace option: its check, and what a bad value is told it should be.
+_NAMESPACE_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "history_size": (lambda v: type(v) is int and 0 <= v <= 1_000_000, "an integer from 0 to 1000000"),
+    "history_ttl": (lambda v: type(v) is int and 1 <= v <= 10 * 365 * 86400, "an integer of seconds >= 1"),
+    "presence": (lambda v: type(v) is bool, "true or false"),
+    "join_leave": (lambda v: type(v) is bool, "true or false"),
+    "client_publish": (lambda v: type(v) is bool, "true or false"),
+    "anonymous": (lambda v: type(v) is bool, "true or false"),
+    "recover": (lambda v: type(v) is bool, "true or false"),
+}
+
+
+def parse_namespaces(value: Any, name: str = "CHANNEL_NAMESPACES") -> tuple[Namespace, ...]:
+    """Namespaces out of a JSON object `{pattern: {option: value}}` (parsed or as text), in order.
+
+    Raises ConfigError naming the pattern and option at fault."""
+    raw = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(name, raw, "a JSON object of channel patterns to options") from None
+    if not isinstance(value, dict):
+        raise ConfigError(name, raw, "a JSON object of channel patterns to options")
+    if len(value) > NAMESPACES_MAX:
+        raise ConfigError(name, raw, f"at most {NAMESPACES_MAX} namespaces")
+    namespaces = []
+    for pattern, options in value.items():
+        if not pattern or len(pattern) > NAMESPACE_PATTERN_MAX or any(c.isspace() for c in pattern):
+            raise ConfigError(name, raw, f"patterns of 1-{NAMESPACE_PATTERN_MAX} characters without spaces")
+        if not isinstance(options, dict):
+            raise ConfigError(name, raw, f"{pattern!r} to map to an object of options")
+        for option, option_value in options.items():
+            known = _NAMESPACE_OPTIONS.get(option)
+            if known is None:
+                raise ConfigError(
+                    name, raw, f"{pattern!r} to use only the options " + ", ".join(_NAMESPACE_OPTIONS) + f" (not {option!r})"
+                )
+            check, expected = known
+            if not check(option_value):
+                raise ConfigError(name, raw, f"{pattern!r} {option} to be {expected}")
+        namespaces.append(Namespace(pattern=pattern, **options))
+    return tuple(namespaces)
 
 
 @dataclass(frozen=True)
@@ -90,6 +155,11 @@ class Config:
     publish_idempotency_keys: int
     closed_connection_retention: int
     registry_flush_interval: float
+    channel_namespaces: tuple[Namespace, ...] = ()
+    realtime_connect_hook: str = ""
+    realtime_subscribe_hook: str = ""
+    realtime_publish_hook: str = ""
+    realtime_hook_timeout: float = 3.0
     reliability_echo_route: bool = False  # test-only `/ws/echo` for conformance runs
 
     @property
@@ -208,6 +278,18 @@ class _Reader:
 
         return self._parse(name, default, parse, "a URL with scheme " + " or ".join(schemes))
 
+    def dotted_path(self, name: str) -> str:
+        def parse(raw: str) -> str:
+            if not _DOTTED_RE.fullmatch(raw):
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, "", parse, "a dotted path to a callable (package.module.function)")
+
+    def namespaces(self, name: str) -> tuple[Namespace, ...]:
+        raw = self.raw(name)
+        return () if raw is None else parse_namespaces(raw, name)
+
 
 def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -266,6 +348,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         publish_idempotency_keys=env.integer("PUBLISH_IDEMPOTENCY_KEYS", 100_000, minimum=1),
         closed_connection_retention=env.integer("CLOSED_CONNECTION_RETENTION", 86400, minimum=0),
         registry_flush_interval=env.number("REGISTRY_FLUSH_INTERVAL", 1.0, strict=True),
+        channel_namespaces=env.namespaces("CHANNEL_NAMESPACES"),
+        realtime_connect_hook=env.dotted_path("REALTIME_CONNECT_HOOK"),
+        realtime_subscribe_hook=env.dotted_path("REALTIME_SUBSCRIBE_HOOK"),
+        realtime_publish_hook=env.dotted_path("REALTIME_PUBLISH_HOOK"),
+        realtime_hook_timeout=env.number("REALTIME_HOOK_TIMEOUT", 3.0, strict=True),
         reliability_echo_route=env.boolean("RELIABILITY_ECHO_ROUTE", False),
     )
     _check_header_name(config.ws_api_key_header, env)

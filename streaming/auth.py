@@ -1,7 +1,7 @@
 """Who is connecting, and what they may do: credentials, identities and channel permissions.
 
 One module resolves credentials for every transport (WS scope, SSE view, DRF): a JWT signed with
-WS_JWT_SECRET_KEY (stateless: `sub` is the user id, `name`/`role`/`channels` are kept), an API key
+WS_JWT_SECRET_KEY (stateless: `sub` is the user id, `name`/`role`/`channels`/`subs` are kept), an API key
 from WS_API_KEYS (compared in constant time), or a Django session user. A credential that is
 present but invalid is always refused, whether or not the transport requires authentication.
 """
@@ -27,6 +27,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from streaming import protocol
 from streaming.errors import Forbidden, InvalidMessage, Unauthenticated
+from streaming.namespaces import options
 
 ACCESS_TOKEN_SUBPROTOCOL = "access_token"
 VERIFIED_TOKENS_MAX = 10_000
@@ -43,6 +44,7 @@ class Identity:
     role: str | None = None
     channels: tuple[str, ...] = ()
     expires_at: float | None = None
+    subs: tuple[str, ...] = ()  # server-side subscriptions the token asks for (`subs` claim)
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -143,6 +145,7 @@ class Authenticator:
             role=_text_claim(claims.get("role")),
             channels=_channels_claim(claims.get("channels")),
             expires_at=expires_at,
+            subs=_channels_claim(claims.get("subs")),
             claims=claims,
         )
 
@@ -247,23 +250,38 @@ def _first(values: Iterable[str] | None) -> str | None:
 # Channel permissions (README, "Channels")
 
 
-def authorize_subscribe(identity: Identity, channel: str) -> None:
-    """Raise Forbidden unless the identity may subscribe to the channel."""
+def subscribe_refusal(identity: Identity, channel: str) -> tuple[Forbidden | None, bool]:
+    """Why the built-in rules refuse a subscription (None: they allow it), and whether an
+    application's subscribe hook may allow it all the same (README, "Hooks"): it may for a
+    protected channel the token does not list, never for another user's personal channel or a
+    namespace closed to anonymous connections."""
     owner = protocol.channel_user_id(channel)
     if owner is not None:
         if owner != identity.user_id:
-            raise Forbidden("A personal channel is only for its own user.")
-        return
+            return Forbidden("A personal channel is only for its own user."), False
+        return None, False
+    if not identity.is_authenticated and not options(channel).anonymous:
+        return Forbidden(f"Channel {channel!r} is for authenticated connections only."), False
     if protocol.is_protected_channel(channel) and not _granted(identity, channel):
-        raise Forbidden(f"Channel {channel!r} needs a token whose 'channels' claim lists it.")
+        return Forbidden(f"Channel {channel!r} needs a token whose 'channels' claim lists it."), True
+    return None, False
+
+
+def authorize_subscribe(identity: Identity, channel: str) -> None:
+    """Raise Forbidden unless the built-in rules let the identity subscribe to (or read) the channel."""
+    refused, _ = subscribe_refusal(identity, channel)
+    if refused is not None:
+        raise refused
 
 
 def authorize_publish(identity: Identity, channel: str) -> None:
     """Raise Forbidden unless a client connection may publish to the channel."""
     if channel == protocol.BROADCAST:
         raise Forbidden("Only the server API publishes to 'broadcast'.")
-    if not settings.REALTIME.client_publish_enabled and not identity.is_admin:
-        raise Forbidden("Publishing from clients is disabled on this server.")
+    if not identity.is_admin and not options(channel).client_publish:
+        if not settings.REALTIME.client_publish_enabled:
+            raise Forbidden("Publishing from clients is disabled on this server.")
+        raise Forbidden(f"Clients may not publish to channel {channel!r}.")
     if protocol.channel_user_id(channel) is not None:
         return  # the same as send_to_user: anyone may write to a user
     if protocol.is_protected_channel(channel) and not _granted(identity, channel):

@@ -21,7 +21,7 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from streaming import protocol, security, selectors, services
+from streaming import hooks, protocol, security, selectors, services
 from streaming.auth import (
     ACCESS_TOKEN_SUBPROTOCOL,
     ANONYMOUS,
@@ -29,8 +29,9 @@ from streaming.auth import (
     authenticator,
     authorize_message_type,
     authorize_publish,
-    authorize_subscribe,
+    subscribe_refusal,
 )
+from streaming.namespaces import options
 from streaming.daphne_adapter.io import DirectWriter, close_websocket, watch_messages, ws_text_frame
 from streaming.errors import (
     DatabaseUnavailable,
@@ -116,6 +117,13 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         credentials = self.scope.get("credentials")
         self.subprotocol = ACCESS_TOKEN_SUBPROTOCOL if credentials and credentials.via_subprotocol else None
         refused = admission_refusal(runtime, "ws", identity, ip, headers.get("origin"), self.scope.get("auth_error"))
+        self.prepare(identity, ip)
+        wanted: list[str] = []
+        if refused is None:
+            try:
+                wanted = await self.decide_connect()
+            except StreamingError as error:
+                refused = error
         if refused is not None:
             await self._refuse(refused, ip)
             raise StopConsumer
@@ -123,7 +131,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         self.accepted = True
         config = settings.REALTIME
         self.idle_timeout = config.websocket_disconnect_timeout
-        self.open(runtime, self.base_send, identity, ip, headers.get("user-agent", ""))
+        self.open(runtime, self.base_send, headers.get("user-agent", ""))
         # One rate budget per client (user, else address), shared by its connections of this process.
         self._client_key = f"user:{identity.user_id}" if identity.user_id else f"ip:{ip or self.connection_id}"
         self.bucket = runtime.registry.clients.bucket(
@@ -136,21 +144,31 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             logger.exception("bus unavailable while connecting %s", self.connection_id)
             self.close(CloseCode.TRY_AGAIN_LATER, "message bus unavailable")
             return
-        self.send_frame(
-            protocol.connected(
-                connection_id=self.connection_id,
-                user_id=identity.user_id,
-                heartbeat_interval=config.websocket_heartbeat_interval,
-            )
+        server_side, refused_channels = await self.authorize_server_side(wanted, 0) if wanted else ([], {})
+        for channel in server_side:
+            try:
+                await self._join(channel)
+            except Unavailable as error:
+                refused_channels[channel] = error.detail
+        greeting = protocol.connected(
+            connection_id=self.connection_id,
+            user_id=identity.user_id,
+            heartbeat_interval=config.websocket_heartbeat_interval,
         )
+        protocol.add_server_side(greeting, sorted(self.channels), refused_channels, self.info)
+        self.send_frame(greeting)
         self.log_connect()
+        self.announce_connected()
+        for channel in sorted(self.channels):
+            self.announce_presence(channel, "join")
 
     async def _refuse(self, error: StreamingError, ip: str | None) -> None:
         # Accept first: a close before accept becomes HTTP 403 and the browser never sees why.
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
-        await close_websocket(self.base_send, REFUSAL_CODES[error.code], error.detail)
+        code = REFUSAL_CODES.get(error.code, CloseCode.FORBIDDEN)
+        await close_websocket(self.base_send, code, error.detail)
         count_refusal("ws", error)
-        logger.info("refuse transport=ws ip=%s code=%s reason=%s", ip, int(REFUSAL_CODES[error.code]), error.detail)
+        logger.info("refuse transport=ws ip=%s code=%s reason=%s", ip, int(code), error.detail)
 
     async def websocket_disconnect(self, message: dict) -> None:
         """Called when the socket is closed, by either side."""
@@ -274,7 +292,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
     async def action_subscribe(self, data: dict, request_id: Any) -> None:
         channel, since = data["channel"], data.get("since")
-        authorize_subscribe(self.identity, channel)
+        await hooks.authorize_subscription(self, channel)
         fresh = channel not in self.channels and channel not in self.implicit_channels
         if fresh and len(self.channels) >= settings.REALTIME.max_subscriptions_per_connection:
             raise TooManySubscriptions(
@@ -289,6 +307,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
         await self.replay_then_live(channel, since, announce, join=partial(self._join, channel) if fresh else None)
         if fresh:
+            self.announce_subscribed(channel)
             self.announce_presence(channel, "join")
 
     async def _join(self, channel: str) -> None:
@@ -313,9 +332,10 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         message_type = data.get("type", protocol.DEFAULT_CLIENT_TYPE)
         authorize_publish(self.identity, data["channel"])
         authorize_message_type(self.identity, message_type)
+        content = await hooks.authorize_client_publish(self, data["channel"], message_type, data["content"])
         published = await services.apublish_to_channel(
             channel=data["channel"],
-            content=data["content"],
+            content=content,
             type=message_type,
             sender=self.sender,
             persist=data.get("persist", False),
@@ -325,10 +345,12 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
     async def action_send_to_user(self, data: dict, request_id: Any) -> None:
         message_type = data.get("type", protocol.DEFAULT_CLIENT_TYPE)
-        authorize_publish(self.identity, protocol.user_channel(data["user_id"]))
+        channel = protocol.user_channel(data["user_id"])
+        authorize_publish(self.identity, channel)
         authorize_message_type(self.identity, message_type)
+        content = await hooks.authorize_client_publish(self, channel, message_type, data["content"])
         published = await services.apublish_to_user(
-            user_id=data["user_id"], content=data["content"], type=message_type, sender=self.sender
+            user_id=data["user_id"], content=content, type=message_type, sender=self.sender
         )
         self.send_frame(protocol.reply("ack", published.as_ack(), request_id))
 
@@ -359,15 +381,17 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
 
     async def action_history(self, data: dict, request_id: Any) -> None:
         channel = data["channel"]
-        authorize_subscribe(self.identity, channel)
+        await hooks.authorize_subscription(self, channel)
         recovery = await database_sync_to_async(history_read)(channel, data.get("since"), data.get("limit"))
         self.send_frame(protocol.reply("history", protocol.history_page(recovery), request_id))
 
     async def action_presence(self, data: dict, request_id: Any) -> None:
-        channel = data["channel"]
-        authorize_subscribe(self.identity, channel)
+        channel, counts_only = data["channel"], data.get("counts_only", False)
+        await hooks.authorize_subscription(self, channel)
+        if not counts_only and not options(channel).presence:
+            raise Forbidden(f"Presence is off for channel {channel!r}; ask for counts_only.")
         await self.runtime.registry.flush()
-        presence = await database_sync_to_async(selectors.channel_presence)(channel)
+        presence = await database_sync_to_async(selectors.channel_presence)(channel, counts_only)
         self.send_frame(protocol.reply("presence", presence, request_id))
 
     async def action_refresh(self, data: dict, request_id: Any) -> None:
@@ -380,9 +404,16 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         self.identity = identity
         self.send_frame(protocol.reply("refreshed", {"expires_at": identity.expires_at}, request_id))
         for channel in sorted(self.channels):
-            try:
-                authorize_subscribe(identity, channel)
-            except Forbidden as refused:  # the new token no longer grants it
+            refused, grantable = subscribe_refusal(identity, channel)
+            if refused is not None and grantable and hooks.configured("subscribe"):
+                try:  # the application opened it without the token: it is asked again
+                    await hooks.authorize_subscription(self, channel)
+                    refused = None
+                except Forbidden as refusal:
+                    refused = refusal
+                except Unavailable:
+                    refused = None  # no answer is not a no: the channel stays
+            if refused is not None:  # the new token no longer grants it
                 self.forget(channel)
                 self.announce_presence(channel, "leave")
                 self.send_frame(protocol.reply("unsubscribed", {"channel": channel, "reason": refused.detail}))

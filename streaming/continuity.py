@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from streaming import metrics, protocol
 from streaming.history import history_heads, history_read
+from streaming.namespaces import options
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class Continuity:
         heads = await database_sync_to_async(history_heads)(channels)
         # Far behind is lost for sure (a bus outage); waiting another check could let history
         # prune what is missing.
-        far = max(1, settings.REALTIME.channel_history_size // 4)
         for channel, head in heads.items():
+            far = max(1, options(channel).history_size // 4)
             last = self.offsets.get(channel)
             if last is None or head <= last or channel in self._recovering:
                 self._stalled.pop(channel, None)

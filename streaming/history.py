@@ -20,6 +20,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 
 from streaming import protocol
+from streaming.namespaces import options, ttls
 from streaming.models import Channel, ChannelMessage
 
 
@@ -42,7 +43,7 @@ def history_append(entries: Sequence[tuple[str, dict[str, Any], str]]) -> list[s
     (creating those that are new) and returns the new heads: it locks those rows until commit,
     in name order (no deadlock between batches), so concurrent publishers — in any process — get
     consecutive offsets, and a rollback gives them back. One more inserts the messages, and one
-    trims what is past CHANNEL_HISTORY_SIZE.
+    trims what is past each channel's history size (CHANNEL_HISTORY_SIZE, or its namespace's).
     """
     now = timezone.now()
     counts = Counter(channel for channel, _, _ in entries)
@@ -58,8 +59,12 @@ def history_append(entries: Sequence[tuple[str, dict[str, Any], str]]) -> list[s
         texts.append(text)
         rows.append((channel, offset, envelope["id"], envelope["type"], text, created))
     _insert_messages(rows)
-    keep = settings.REALTIME.channel_history_size
-    _trim({channel: head - keep for channel, head in heads.items() if head > keep})
+    below = {}
+    for channel, head in heads.items():
+        keep = options(channel).history_size
+        if head > keep:
+            below[channel] = head - keep
+    _trim(below)
     return texts
 
 
@@ -137,7 +142,7 @@ def history_read(channel: str, since: int | None = None, limit: int | None = Non
     longer reaches back to `since + 1`.
     """
     head = history_head(channel)
-    limit = limit or settings.REALTIME.channel_history_size or 1
+    limit = limit or options(channel).history_size or 1
     if head == 0 or (since is not None and since > head):
         # No history, or a position from a history that no longer exists (e.g. reset).
         return Recovery(channel, head, recovered=since is not None and since == head)
@@ -169,14 +174,30 @@ def _fitting(rows: QuerySet, count: int) -> list[int]:
 
 
 def history_expire() -> int:
-    """Delete messages older than CHANNEL_HISTORY_TTL; returns how many went."""
-    deleted, _ = ChannelMessage.objects.filter(created_at__lt=_cutoff()).delete()
+    """Delete messages older than their channel's TTL (CHANNEL_HISTORY_TTL or its namespace's);
+    returns how many went."""
+    in_use = ttls()
+    if len(in_use) == 1:
+        deleted, _ = ChannelMessage.objects.filter(created_at__lt=_cutoff(in_use.pop())).delete()
+        return deleted
+    # Channels with a message older than the shortest TTL, grouped by their own TTL.
+    names = ChannelMessage.objects.filter(created_at__lt=_cutoff(min(in_use))).values_list("channel_id", flat=True)
+    by_ttl: dict[int, list[str]] = {}
+    for name in names.distinct().iterator(chunk_size=_ROWS_PER_INSERT):
+        by_ttl.setdefault(options(name).history_ttl, []).append(name)
+    deleted = 0
+    for ttl, channels in by_ttl.items():
+        for start in range(0, len(channels), _ROWS_PER_INSERT):
+            chunk = channels[start : start + _ROWS_PER_INSERT]
+            count, _ = ChannelMessage.objects.filter(channel_id__in=chunk, created_at__lt=_cutoff(ttl)).delete()
+            deleted += count
     return deleted
 
 
 def _retained(channel: str):
-    return ChannelMessage.objects.filter(channel_id=channel, created_at__gte=_cutoff()).order_by("offset")
+    cutoff = _cutoff(options(channel).history_ttl)
+    return ChannelMessage.objects.filter(channel_id=channel, created_at__gte=cutoff).order_by("offset")
 
 
-def _cutoff():
-    return timezone.now() - timedelta(seconds=settings.REALTIME.channel_history_ttl)
+def _cutoff(ttl: int):
+    return timezone.now() - timedelta(seconds=ttl)

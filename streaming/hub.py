@@ -21,7 +21,7 @@ from django.conf import settings
 from streaming import metrics
 from streaming.bus import get_bus
 from streaming.continuity import Continuity
-from streaming.history import Recovery, history_read
+from streaming.history import Recovery, history_head, history_read
 
 if TYPE_CHECKING:
     from streaming.lifecycle import ClientConnection
@@ -114,8 +114,9 @@ class Hub:
             self.continuity.forget(channel)
             self.bus.unsubscribe(self, channel)
 
-    async def history_read(self, channel: str, since: int | None) -> Recovery:
-        """`history.history_read` for a subscriber that has joined the channel here.
+    async def history_read(self, channel: str, since: int | None, messages: bool = True) -> Recovery:
+        """`history.history_read` for a subscriber that has joined the channel here; without
+        `messages`, only the head and whether `since` is at it.
 
         A channel this process has anchored at offset 0 and has seen no persisted message of
         since has no history: the answer is known without a query (most channels of a
@@ -123,6 +124,9 @@ class Hub:
         """
         if self.continuity.offsets.get(channel) == 0:
             return Recovery(channel, 0, recovered=since == 0)
+        if not messages:
+            head = await database_sync_to_async(history_head)(channel)
+            return Recovery(channel, head, recovered=since is not None and since == head)
         return await database_sync_to_async(history_read)(channel, since)
 
     def members(self, channel: str) -> set[ClientConnection]:

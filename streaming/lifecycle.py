@@ -12,19 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from django.conf import settings
 
-from streaming import metrics, protocol, security
+from streaming import hooks, metrics, protocol, security
 from streaming.auth import Identity
 from streaming.daphne_adapter.io import DirectWriter, abort_connection, unwrap_send, write_buffer_probe
-from streaming.errors import Forbidden, RateLimited, StreamingError, Unauthenticated, Unavailable
+from streaming.errors import (
+    Forbidden,
+    RateLimited,
+    StreamingError,
+    TooManySubscriptions,
+    Unauthenticated,
+    Unavailable,
+)
 from streaming.history import Recovery
+from streaming.namespaces import options
 from streaming.outbox import HIGH_WATER, Outbox, OutboxFull, wait_for_drain
 from streaming.protocol import CloseCode
+from streaming.signals import connected, disconnected, fire, subscribed, unsubscribed
 
 logger = logging.getLogger(__name__)
 
@@ -95,24 +103,91 @@ class ClientConnection:
 
     # -- opening --------------------------------------------------------------------------------
 
-    def open(self, runtime: Any, send: Any, identity: Identity, ip: str | None, user_agent: str) -> None:
+    info: Any = None  # what the connect hook attached to the connection
+    reaped = False  # a peer reaped this process while it lived: the cluster was told it ended
+
+    def prepare(self, identity: Identity, ip: str | None) -> None:
+        """Who is connecting, before any hook is asked: its id is fixed from here on."""
+        self.connection_id = protocol.new_id()
+        self.identity, self.ip = identity, ip
+
+    def hook_context(self, event: str, **fields: Any) -> hooks.HookContext:
+        """What a hook is told about this connection (README, "Hooks")."""
+        return hooks.HookContext(event, self.identity, self.connection_id, self.transport, self.ip, info=self.info, **fields)
+
+    async def decide_connect(self) -> list[str]:
+        """Ask the connect hook (raises the refusal); returns the server-side channels asked for:
+        the token's `subs` claim, then the hook's `channels` (README, "Server-side subscriptions")."""
+        wanted = list(self.identity.subs)
+        if hooks.configured("connect"):
+            answer = await hooks.run(self.hook_context("connect"))
+            if answer is not None:
+                self.info = answer.info
+                wanted += [str(channel) for channel in answer.channels]
+        return list(dict.fromkeys(wanted))
+
+    async def authorize_server_side(self, wanted: list[str], taken: int) -> tuple[list[str], dict[str, str]]:
+        """The server-side channels this connection may join, authorized like explicit ones, and
+        the reasons of those refused; `taken`: explicit channels it has already."""
+        allowed: list[str] = []
+        refused: dict[str, str] = {}
+        limit = settings.REALTIME.max_subscriptions_per_connection
+        for channel in wanted[: limit * 2]:  # a claim cannot make the server check thousands
+            if channel in self.implicit_channels:
+                continue
+            try:
+                protocol.validate_channel(channel)
+                if taken + len(allowed) >= limit:
+                    raise TooManySubscriptions(f"At most {limit} channels per connection.")
+                await hooks.authorize_subscription(self, channel)
+            except StreamingError as error:
+                refused[channel[:100]] = error.detail
+                continue
+            allowed.append(channel)
+        return allowed, refused
+
+    def open(self, runtime: Any, send: Any, user_agent: str) -> None:
         """Start the connection's life in this process: registry row, outbox and writer."""
         config = settings.REALTIME
         now = time.time()
         self.runtime, self.asgi_send = runtime, send
-        self.connection_id = str(uuid.uuid4())
-        self.identity, self.ip, self.user_agent = identity, ip, user_agent
+        self.user_agent = user_agent
         self.connected_at = self.last_seen = now
         self.next_heartbeat = now + self.heartbeat_interval
         self.channels: set[str] = set()
         self.implicit_channels = [protocol.BROADCAST]
-        if identity.personal_channel:
-            self.implicit_channels.append(identity.personal_channel)
+        if self.identity.personal_channel:
+            self.implicit_channels.append(self.identity.personal_channel)
         self.outbox = Outbox(config.websocket_message_queue_size)
         self._replaying: dict[str, list[dict[str, Any]]] = {}
         self._floors: dict[str, int] = {}
         runtime.registry.register(self)
         self.writer = asyncio.create_task(self._write_loop(), name=f"{self.transport}-writer-{self.connection_id}")
+
+    def announce_connected(self) -> None:
+        """The `connected` signal, and `subscribed` for the channels it starts with."""
+        self._announced = True
+        fire(
+            connected, self.transport, connection_id=self.connection_id, transport=self.transport,
+            identity=self.identity, ip=self.ip, info=self.info, channels=sorted(self.channels),
+        )  # fmt: skip
+        for channel in sorted(self.channels):
+            self.announce_subscribed(channel)
+
+    def announce_subscribed(self, channel: str) -> None:
+        fire(
+            subscribed, self.transport, connection_id=self.connection_id, transport=self.transport,
+            identity=self.identity, channel=channel,
+        )  # fmt: skip
+
+    def _announce_unsubscribed(self, channel: str) -> None:
+        if self._announced and not self.reaped:
+            fire(
+                unsubscribed, self.transport, connection_id=self.connection_id, transport=self.transport,
+                identity=self.identity, channel=channel, reaped=False,
+            )  # fmt: skip
+
+    _announced = False
 
     @property
     def heartbeat_interval(self) -> float:
@@ -131,7 +206,7 @@ class ClientConnection:
         if self._replaying:
             buffered = self._replaying.get(message["channel"])
             if buffered is not None:
-                if len(buffered) >= self.outbox.limit + settings.REALTIME.channel_history_size:
+                if len(buffered) >= self.outbox.limit + options(message["channel"]).history_size:
                     self.close(CloseCode.SLOW_CONSUMER, "slow consumer: fell behind during history replay")
                 buffered.append(message)
                 return
@@ -209,14 +284,15 @@ class ClientConnection:
         try:
             if join is not None:
                 await join()
-            recovery = await self.runtime.hub.history_read(channel, since)
+            recover = options(channel).recover  # off: positions are checked, nothing is replayed
+            recovery = await self.runtime.hub.history_read(channel, since, messages=recover)
             known = await announce(recovery)
             floor = recovery.offset if known is None else known
             while known is not None:  # page by page: a page is bounded in bytes
                 for envelope in recovery.messages:
                     await self.outbox.put_paced(self.encode_replayed(envelope))
                     floor = max(floor, envelope["offset"])
-                if since is None or not (recovery.has_more and recovery.messages):
+                if since is None or not (recover and recovery.has_more and recovery.messages):
                     break
                 recovery = await self.runtime.hub.history_read(channel, floor)
             self._floors[channel] = floor
@@ -236,6 +312,7 @@ class ClientConnection:
         self._floors.pop(channel, None)
         self.runtime.hub.leave(channel, self)
         self.runtime.registry.channels_changed(self)
+        self._announce_unsubscribed(channel)
 
     # -- timers and the end ---------------------------------------------------------------------
 
@@ -281,20 +358,29 @@ class ClientConnection:
         self.writer.cancel()
         for channel in self.channels:
             self.announce_presence(channel, "leave")
+            self._announce_unsubscribed(channel)
+        if self._announced and not self.reaped:
+            fire(
+                disconnected, self.transport, connection_id=self.connection_id, transport=self.transport,
+                identity=self.identity, code=int(self.close_code or CloseCode.NORMAL), reaped=False,
+            )  # fmt: skip
         logger.info(
             "disconnect id=%s transport=%s ip=%s user=%s code=%s",
             self.connection_id, self.transport, self.ip, self.identity.user_id or "-", self.close_code,
         )  # fmt: skip
 
     def announce_presence(self, channel: str, event: str) -> None:
-        """Tell a presence channel's subscribers this connection joined or left it."""
-        if not protocol.is_presence_channel(channel):
+        """Tell a channel's subscribers this connection joined or left it, where the channel has
+        join/leave events (presence-* channels, or its namespace's `join_leave`)."""
+        if not options(channel).join_leave:
             return
         from streaming import services  # services imports the runtime, which imports this module
 
         content = protocol.presence_content(
             event=event, user_id=self.identity.user_id, connection_id=self.connection_id
         )
+        if self.info is not None:
+            content["info"] = self.info
         task = asyncio.ensure_future(
             services.apublish_to_channel(channel=channel, content=content, type=protocol.PRESENCE)
         )

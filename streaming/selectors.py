@@ -73,16 +73,19 @@ def connection_stats() -> dict[str, Any]:
     }
 
 
-def channel_presence(channel: str) -> dict[str, Any]:
-    """Who is subscribed to a channel right now: connection count and distinct user ids."""
+def channel_presence(channel: str, counts_only: bool = False) -> dict[str, Any]:
+    """Who is subscribed to a channel right now: connection and distinct user counts, and unless
+    `counts_only` the user ids (the first PRESENCE_USERS_MAX by id)."""
     subscribers = live_connections().filter(subscriptions__channel=channel)
-    users = (
-        subscribers.exclude(user_id__isnull=True)
-        .values_list("user_id", flat=True)
-        .distinct()
-        .order_by("user_id")[:PRESENCE_USERS_MAX]
-    )
-    return {"channel": channel, "connections": subscribers.count(), "users": list(users)}
+    identified = subscribers.exclude(user_id__isnull=True).values_list("user_id", flat=True).distinct()
+    presence: dict[str, Any] = {
+        "channel": channel,
+        "connections": subscribers.count(),
+        "user_count": identified.count(),
+    }
+    if not counts_only:
+        presence["users"] = list(identified.order_by("user_id")[:PRESENCE_USERS_MAX])
+    return presence
 
 
 def channel_names(*, admin: bool = True, user_id: str | None = None) -> QuerySet:

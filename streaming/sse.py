@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, unquote
 from django.conf import settings
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
-from streaming import protocol, security
-from streaming.auth import ANONYMOUS, Identity, authorize_subscribe
+from streaming import hooks, protocol, security
+from streaming.auth import ANONYMOUS, Identity, subscribe_refusal
 from streaming.daphne_adapter.io import DirectWriter, http_chunk
 from streaming.errors import InvalidMessage, RateLimited, StreamingError, TooManySubscriptions, Unavailable
 from streaming.history import Recovery
@@ -94,7 +94,8 @@ def _positions(raw: str | None, channels: list[str]) -> dict[str, int]:
         parsed = {unquote(channel): int(offset) for channel, offset in parse_last_event_id(raw).items()}
     except (ValueError, TypeError):
         raise InvalidMessage("Last-Event-ID is not a position of this server (channel:offset,…).") from None
-    return {channel: offset for channel, offset in parsed.items() if channel in channels and offset >= 0}
+    # Any channel's position is kept: server-side channels are known only after the hooks.
+    return {channel: offset for channel, offset in parsed.items() if offset >= 0}
 
 
 def _sentence(text: str) -> str:
@@ -116,7 +117,9 @@ def admit(scope: dict[str, Any], runtime: Runtime) -> Admission:
     if len(channels) > config.max_subscriptions_per_connection:
         raise TooManySubscriptions(f"At most {config.max_subscriptions_per_connection} channels per stream.")
     for channel in channels:
-        authorize_subscribe(identity, channel)
+        refused_channel, grantable = subscribe_refusal(identity, channel)
+        if refused_channel is not None and not (grantable and hooks.configured("subscribe")):
+            raise refused_channel  # else the subscribe hook decides (`SSEListener.decide`)
     last_event_id = headers.get("last-event-id") or next((v for v in reversed(query.get("lastEventId", [])) if v), None)
     positions = _positions(last_event_id, channels)
     if refused is not None:  # a full server or a client over its share: after the request's own errors
@@ -165,6 +168,8 @@ class EventStreamEndpoint:
             if scope.get("method") not in ("GET", "HEAD"):
                 raise InvalidMessage("Open a stream with GET.")
             admission = admit(scope, runtime)
+            listener = SSEListener(admission)
+            await listener.decide()
         except StreamingError as error:
             logger.info("refuse transport=sse status=%s reason=%s", error.status_code, error.detail)
             await _refuse(send, error, headers.get("origin"), retry_seconds)
@@ -173,7 +178,7 @@ class EventStreamEndpoint:
             await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(admission.origin)})
             await send({"type": "http.response.body", "body": b""})
             return
-        await SSEListener(admission).serve(runtime, send, receive)
+        await listener.serve(runtime, send, receive)
 
 
 class SSEListener(ClientConnection):
@@ -185,6 +190,26 @@ class SSEListener(ClientConnection):
         self.admission = admission
         self.positions: dict[str, int] = {}  # the stream's position: what its `id:` fields say
         self._final = b""
+        self.prepare(admission.identity, admission.ip)
+        self.opening: list[str] = list(admission.channels)  # requested, then server-side channels
+        self.refused: dict[str, str] = {}  # server-side channels refused, with the reason
+
+    async def decide(self) -> None:
+        """Ask the application (README, "Hooks"): the connect hook, the subscribe hook for each
+        requested channel, then the server-side channels; raises the refusal of the stream."""
+        wanted = await self.decide_connect()
+        if hooks.configured("subscribe"):
+            for channel in self.admission.channels:
+                await hooks.authorize_subscription(self, channel)
+        extra = [channel for channel in wanted if channel not in self.admission.channels]
+        if extra:
+            self.implicit_channels = self._implicit()  # what authorize_server_side skips
+            allowed, self.refused = await self.authorize_server_side(extra, len(self.admission.channels))
+            self.opening += allowed
+
+    def _implicit(self) -> list[str]:
+        personal = self.identity.personal_channel
+        return [protocol.BROADCAST, personal] if personal else [protocol.BROADCAST]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -192,11 +217,12 @@ class SSEListener(ClientConnection):
         """Run the stream until the client goes away or the server ends it."""
         admission = self.admission
         await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(admission.origin)})
-        self.open(runtime, send, admission.identity, admission.ip, admission.user_agent)
-        self.channels.update(admission.channels)
+        self.open(runtime, send, admission.user_agent)
+        self.channels.update(self.opening)
         runtime.registry.channels_changed(self)
         gone = asyncio.create_task(self._wait_disconnect(receive))
         self.log_connect()
+        self.announce_connected()
         try:
             retry = f"retry: {settings.REALTIME.sse_retry_timeout}\n".encode()
             self.push(retry + sse_event("connected", protocol.encode(self._greeting())))
@@ -216,7 +242,8 @@ class SSEListener(ClientConnection):
             user_id=self.identity.user_id,
             heartbeat_interval=settings.REALTIME.sse_heartbeat_interval,
         )
-        greeting["data"]["channels"] = [*self.admission.channels, *self.implicit_channels]
+        greeting["data"]["channels"] = [*self.opening, *self.implicit_channels]
+        protocol.add_server_side(greeting, [], self.refused, self.info)
         return greeting
 
     async def _wait_disconnect(self, receive: Any) -> None:
@@ -275,9 +302,9 @@ class SSEListener(ClientConnection):
 
     async def _open_channels(self) -> None:
         await self.join_implicit()
-        for channel in self.admission.channels:
+        for channel in self.opening:
             await self._open_channel(channel, self.admission.positions.get(channel))
-        opened = {"channels": self.admission.channels, "offsets": self.positions}
+        opened = {"channels": self.opening, "offsets": self.positions}
         event_id = make_id(self.positions) if self.positions else None
         await self.outbox.put_paced(sse_event("stream-open", protocol.encode(opened), event_id))
 

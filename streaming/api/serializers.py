@@ -212,7 +212,10 @@ class ConnectionSerializer(serializers.ModelSerializer):
 class PresenceSerializer(serializers.Serializer):
     channel = serializers.CharField()
     connections = serializers.IntegerField()
-    users = serializers.ListField(child=serializers.CharField())
+    user_count = serializers.IntegerField(help_text="Distinct users among the connections.")
+    users = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Absent with counts_only or where presence is off."
+    )
 
 
 class ChannelSummarySerializer(serializers.Serializer):

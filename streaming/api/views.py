@@ -14,12 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from streaming import history, protocol, selectors, services
+from streaming import history, hooks, protocol, security, selectors, services
 from streaming.api import serializers as s
 from streaming.api.authentication import request_identity
 from streaming.api.pagination import StrictPageNumberPagination
 from streaming.api.permissions import IsAdmin, IsAuthenticatedWhenRequired
-from streaming.auth import authorize_subscribe
+from streaming.namespaces import options
 from streaming.errors import NotFound
 from streaming.runtime import flush_local_registry
 
@@ -129,13 +129,20 @@ class ChannelDetailView(APIView):
     """One channel: subscribers, presence and newest offset."""
 
     @extend_schema(
-        parameters=[CHANNEL_NAME], responses={200: s.ChannelDetailSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS}
+        parameters=[
+            CHANNEL_NAME,
+            OpenApiParameter(
+                "counts_only", bool, description="Presence without the user ids (always so where presence is off)."
+            ),
+        ],
+        responses={200: s.ChannelDetailSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS},
     )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
-        authorize_subscribe(request_identity(request), name)
+        _authorize_read(request, name)
+        counts_only = request.query_params.get("counts_only", "").lower() in ("1", "true", "yes")
         flush_local_registry()
-        presence = selectors.channel_presence(name)
+        presence = selectors.channel_presence(name, counts_only or not options(name).presence)
         return Response(
             {
                 "name": name,
@@ -157,11 +164,18 @@ class ChannelHistoryView(APIView):
     )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
-        authorize_subscribe(request_identity(request), name)
+        _authorize_read(request, name)
         query = s.HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         recovery = history.history_read(name, query.validated_data.get("since"), query.validated_data.get("limit"))
         return Response(protocol.history_page(recovery))
+
+
+def _authorize_read(request: Request, name: str) -> None:
+    """The built-in channel rules, then the application's subscribe hook for a client's read."""
+    hooks.authorize_read(
+        request_identity(request), name, security.client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
+    )
 
 
 def api_root_links() -> dict[str, Any]:

@@ -85,7 +85,7 @@ ACTIONS: dict[str, dict[str, Field]] = {
     },
     "message": {"content": Field(check_content, True)},
     "history": {"channel": Field(_channel, True), "since": Field(_offset), "limit": Field(_limit)},
-    "presence": {"channel": Field(_channel, True)},
+    "presence": {"channel": Field(_channel, True), "counts_only": Field(_boolean)},
     "refresh": {"token": Field(_token, True)},
 }
 

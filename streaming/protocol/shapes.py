@@ -171,6 +171,18 @@ def connected(*, connection_id: str, user_id: str | None, heartbeat_interval: fl
     }
 
 
+def add_server_side(greeting: dict, channels: list[str], refused: dict[str, str], info: Any) -> None:
+    """Add to a `connected` greeting the server-side channels joined, those refused (with the
+    reason) and the connect hook's `info`, each only when there is one."""
+    data = greeting["data"]
+    if channels:
+        data["channels"] = channels
+    if refused:
+        data["refused"] = refused
+    if info is not None:
+        data["info"] = info
+
+
 def heartbeat(timestamp: str | None = None) -> dict[str, Any]:
     return {"type": "heartbeat", "timestamp": timestamp or now_iso()}
 
@@ -187,6 +199,7 @@ def history_page(recovery: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "add_server_side",
     "bus_message",
     "check_content",
     "connected",

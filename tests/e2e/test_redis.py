@@ -81,7 +81,7 @@ async def test_stats_presence_and_delete_across_processes(cluster):
         await on_b.call("subscribe", {"channel": "room"})
         await asyncio.sleep(0.5)  # let process A flush its registry (REGISTRY_FLUSH_INTERVAL=0.2)
         presence = await on_b.call("presence", {"channel": "room"})
-        assert presence["content"] == {"channel": "room", "connections": 2, "users": ["dave"]}
+        assert presence["content"] == {"channel": "room", "connections": 2, "user_count": 1, "users": ["dave"]}
         async with httpx.AsyncClient() as http:
             stats_a = (await http.get(a.http + "/ws/stats")).json()
             stats_b = (await http.get(b.http + "/ws/stats")).json()

@@ -243,7 +243,7 @@ def test_channels_api_lists_subscribers_and_offsets(client):
         {"name": "news", "subscribers": 1, "offset": 0},
     ]
     detail = client.get("/api/channels/news/").json()
-    assert detail["presence"] == {"channel": "news", "connections": 1, "users": ["u1"]}
+    assert detail["presence"] == {"channel": "news", "connections": 1, "user_count": 1, "users": ["u1"]}
     assert client.get("/api/channels/bad%20name/").status_code == 400
 
 

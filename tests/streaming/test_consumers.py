@@ -263,7 +263,7 @@ async def test_presence_counts_connections_and_users(connect):
     await request(anonymous, "subscribe", {"channel": "lobby"})
     reply = await request(outsider, "presence", {"channel": "lobby"})
     assert reply["type"] == "presence"
-    assert reply["content"] == {"channel": "lobby", "connections": 2, "users": ["alice"]}
+    assert reply["content"] == {"channel": "lobby", "connections": 2, "user_count": 1, "users": ["alice"]}
     for communicator in (alice, anonymous, outsider):
         await communicator.disconnect()
 
