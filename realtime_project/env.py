@@ -93,7 +93,9 @@ def parse_namespaces(value: Any, name: str = "CHANNEL_NAMESPACES") -> tuple[Name
             known = _NAMESPACE_OPTIONS.get(option)
             if known is None:
                 raise ConfigError(
-                    name, raw, f"{pattern!r} to use only the options " + ", ".join(_NAMESPACE_OPTIONS) + f" (not {option!r})"
+                    name,
+                    raw,
+                    f"{pattern!r} to use only the options " + ", ".join(_NAMESPACE_OPTIONS) + f" (not {option!r})",
                 )
             check, expected = known
             if not check(option_value):

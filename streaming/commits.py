@@ -30,10 +30,12 @@ COMMIT_GROUP_MAX = 2000  # messages per transaction
 
 def persist(outgoings: list[Outgoing]) -> None:
     """Store outgoing messages in their channels' histories, in one transaction (sync)."""
+    epochs: dict[str, str] = {}
     with transaction.atomic():
-        texts = history_append([(o.channel, o.envelope, o.text) for o in outgoings])
+        texts = history_append([(o.channel, o.envelope, o.text) for o in outgoings], epochs)
     for outgoing, text in zip(outgoings, texts, strict=True):
         outgoing.text = text
+        outgoing.epoch = epochs[outgoing.channel]
 
 
 class GroupCommit:

@@ -31,7 +31,6 @@ from streaming.auth import (
     authorize_publish,
     subscribe_refusal,
 )
-from streaming.namespaces import options
 from streaming.daphne_adapter.io import DirectWriter, close_websocket, watch_messages, ws_text_frame
 from streaming.errors import (
     DatabaseUnavailable,
@@ -46,6 +45,7 @@ from streaming.errors import (
 )
 from streaming.history import Recovery, history_read
 from streaming.lifecycle import ClientConnection, admission_refusal, count_refusal, heartbeat_text
+from streaming.namespaces import options
 from streaming.protocol import CloseCode
 from streaming.runtime import start_runtime
 from streaming.signals import client_message
@@ -222,6 +222,9 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             _heartbeat_frame = (text, ws_text_frame(text.encode()))
         self.push(text, _heartbeat_frame[1])
 
+    def send_reset(self, channel: str, epoch: str) -> None:
+        self.send_frame(protocol.reply(protocol.RESET_EVENT, {"channel": channel, "epoch": epoch, "offset": 0}))
+
     def send_frame(self, frame: dict[str, Any]) -> None:
         self.push(protocol.encode(frame))
 
@@ -291,7 +294,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         """A heartbeat answer: receiving it already counted as life."""
 
     async def action_subscribe(self, data: dict, request_id: Any) -> None:
-        channel, since = data["channel"], data.get("since")
+        channel, since, epoch = data["channel"], data.get("since"), data.get("epoch")
         await hooks.authorize_subscription(self, channel)
         fresh = channel not in self.channels and channel not in self.implicit_channels
         if fresh and len(self.channels) >= settings.REALTIME.max_subscriptions_per_connection:
@@ -300,12 +303,16 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             )
 
         async def announce(recovery: Recovery) -> int:
-            content = {"channel": channel, "offset": recovery.offset, "recovered": recovery.recovered}
+            content = {
+                "channel": channel, "offset": recovery.offset, "epoch": recovery.epoch, "recovered": recovery.recovered,
+            }  # fmt: skip
             self.send_frame(protocol.reply("subscribed", content, request_id))
-            # A `since` beyond the head (a history that was reset) counts for nothing.
+            if since is not None and not recovery.recovered and not recovery.messages:
+                return recovery.offset  # a position of a reset history (or past it) counts for nothing
             return min(since or 0, recovery.offset)
 
-        await self.replay_then_live(channel, since, announce, join=partial(self._join, channel) if fresh else None)
+        join = partial(self._join, channel) if fresh else None
+        await self.replay_then_live(channel, since, announce, join=join, epoch=epoch)
         if fresh:
             self.announce_subscribed(channel)
             self.announce_presence(channel, "join")
@@ -382,7 +389,9 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
     async def action_history(self, data: dict, request_id: Any) -> None:
         channel = data["channel"]
         await hooks.authorize_subscription(self, channel)
-        recovery = await database_sync_to_async(history_read)(channel, data.get("since"), data.get("limit"))
+        recovery = await database_sync_to_async(history_read)(
+            channel, data.get("since"), data.get("limit"), data.get("epoch")
+        )
         self.send_frame(protocol.reply("history", protocol.history_page(recovery), request_id))
 
     async def action_presence(self, data: dict, request_id: Any) -> None:

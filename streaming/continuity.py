@@ -34,10 +34,17 @@ Dispatch = Callable[[dict[str, Any]], None]
 class Continuity:
     """Last dispatched offset per channel, and the recoveries that fill gaps."""
 
-    def __init__(self, dispatch: Dispatch, joined: Callable[[str], bool] = lambda channel: True) -> None:
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        joined: Callable[[str], bool] = lambda channel: True,
+        on_reset: Callable[[str, str], None] = lambda channel, epoch: None,
+    ) -> None:
         self.dispatch = dispatch
         self.joined = joined  # whether the process still has subscribers of a channel
+        self.on_reset = on_reset  # a channel's history was reset: its offsets start again
         self.offsets: dict[str, int] = {}
+        self.epochs: dict[str, str] = {}  # the epoch of each channel's offsets ("": no history yet)
         self._recovering: dict[str, list[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stalled: dict[str, int] = {}  # channel → last offset seen behind the database head
@@ -71,13 +78,18 @@ class Continuity:
         else:
             for channel in channels:
                 if self.joined(channel):
-                    self.offsets.setdefault(channel, heads.get(channel, 0))
+                    head, epoch = heads.get(channel, (0, ""))
+                    self.offsets.setdefault(channel, head)
+                    self.epochs.setdefault(channel, epoch)
         finally:
             done.set_result(None)
 
     def admit(self, message: dict[str, Any]) -> bool:
         """True if a persisted message is the channel's next one and may be dispatched now."""
         channel, offset = message["channel"], message["offset"]
+        epoch = message.get("epoch")
+        if epoch and epoch != self.epochs.get(channel, epoch):
+            self._epoch_changed(channel, epoch)
         pending = self._recovering.get(channel)
         if pending is not None:
             pending.append(message)
@@ -96,7 +108,26 @@ class Continuity:
     def forget(self, channel: str) -> None:
         """The process has no subscriber of the channel any more."""
         self.offsets.pop(channel, None)
+        self.epochs.pop(channel, None)
         self._stalled.pop(channel, None)
+
+    def reset(self, channel: str, epoch: str) -> None:
+        """The channel's history was reset to offset 0 under `epoch` (a reset message on the bus)."""
+        if channel in self.offsets and self.epochs.get(channel) != epoch:
+            self._epoch_changed(channel, epoch)
+
+    def _epoch_changed(self, channel: str, epoch: str) -> None:
+        """Offsets of a new epoch: from 0 again. A channel that had none ("") just takes it; one
+        whose history was reset (or deleted and begun again) tells its subscribers."""
+        known = self.epochs.get(channel)
+        self.epochs[channel] = epoch
+        if not known:
+            return
+        logger.info("%s: history reset (epoch %s -> %s); offsets start again", channel, known, epoch)
+        self.offsets[channel] = 0
+        self._recovering.pop(channel, None)
+        self._stalled.pop(channel, None)
+        self.on_reset(channel, epoch)
 
     def _start(self, channel: str, upto: int) -> None:
         self._start_task(self._recover(channel, upto))
@@ -175,7 +206,9 @@ class Continuity:
         heads = await database_sync_to_async(history_heads)(channels)
         # Far behind is lost for sure (a bus outage); waiting another check could let history
         # prune what is missing.
-        for channel, head in heads.items():
+        for channel, (head, epoch) in heads.items():
+            if epoch and channel not in self._recovering and epoch != self.epochs.get(channel, epoch):
+                self._epoch_changed(channel, epoch)  # a reset whose message the bus lost
             far = max(1, options(channel).history_size // 4)
             last = self.offsets.get(channel)
             if last is None or head <= last or channel in self._recovering:

@@ -7,6 +7,7 @@ Synchronous (ORM); async callers go through `database_sync_to_async`.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,14 +15,21 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from streaming import protocol
-from streaming.namespaces import options, ttls
 from streaming.models import Channel, ChannelMessage
+from streaming.namespaces import options, ttls
+
+EPOCH_LENGTH = 8
+
+
+def new_epoch() -> str:
+    """A fresh stream epoch: 8 random lowercase letters and digits."""
+    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(EPOCH_LENGTH))
 
 
 @dataclass(frozen=True)
@@ -33,11 +41,15 @@ class Recovery:
     messages: list[dict[str, Any]] = field(default_factory=list)
     recovered: bool = False
     has_more: bool = False
+    epoch: str = ""  # the epoch of the channel's offsets ("" while it has no history row)
 
 
-def history_append(entries: Sequence[tuple[str, dict[str, Any], str]]) -> list[str]:
+def history_append(
+    entries: Sequence[tuple[str, dict[str, Any], str]], epochs: dict[str, str] | None = None
+) -> list[str]:
     """Store envelopes at the next offsets of their channels, in the order given; returns their
-    texts with the offsets set (`entries` are (channel, envelope, text with a null offset)).
+    texts with the offsets set (`entries` are (channel, envelope, text with a null offset)), and
+    fills `epochs` with the epoch of each channel's offsets.
 
     Must run inside a transaction. One statement moves every channel head of the batch on
     (creating those that are new) and returns the new heads: it locks those rows until commit,
@@ -48,6 +60,9 @@ def history_append(entries: Sequence[tuple[str, dict[str, Any], str]]) -> list[s
     now = timezone.now()
     counts = Counter(channel for channel, _, _ in entries)
     heads = _advance_heads(counts, now)
+    if epochs is not None:
+        epochs.update((channel, epoch) for channel, (_, epoch) in heads.items())
+    heads = {channel: head for channel, (head, _) in heads.items()}
     next_offset = {channel: heads[channel] - count + 1 for channel, count in counts.items()}
     texts, rows = [], []
     created = connection.ops.adapt_datetimefield_value(now)
@@ -104,58 +119,81 @@ def _trim(below: dict[str, int]) -> None:
             cursor.execute(f"DELETE FROM {table} WHERE {condition}", [v for name in chunk for v in (name, below[name])])
 
 
-def _advance_heads(counts: dict[str, int], now: Any) -> dict[str, int]:
-    """Add `counts` to the channels' heads (an upsert with RETURNING); the new heads by channel."""
+def _advance_heads(counts: dict[str, int], now: Any) -> dict[str, tuple[int, str]]:
+    """Add `counts` to the channels' heads (an upsert with RETURNING); the new heads and their
+    epochs by channel (a channel's first row gets a fresh epoch)."""
     table = connection.ops.quote_name(Channel._meta.db_table)
     names = sorted(counts)
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(names))
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(names))
     params: list[Any] = []
     for name in names:
-        params += [name, counts[name], now, now]
+        params += [name, counts[name], new_epoch(), now, now]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (name, last_offset, created_at, updated_at) VALUES {values} "
+            f"INSERT INTO {table} (name, last_offset, epoch, created_at, updated_at) VALUES {values} "
             f"ON CONFLICT (name) DO UPDATE SET last_offset = {table}.last_offset + excluded.last_offset, "
-            "updated_at = excluded.updated_at RETURNING name, last_offset",
+            "updated_at = excluded.updated_at RETURNING name, last_offset, epoch",
             params,
         )
-        return dict(cursor.fetchall())
+        return {name: (head, epoch) for name, head, epoch in cursor.fetchall()}
 
 
 def history_head(channel: str) -> int:
     """The newest offset of a channel (0 when it has no persisted messages)."""
-    head = Channel.objects.filter(name=channel).values_list("last_offset", flat=True).first()
-    return head or 0
+    return history_position(channel)[0]
 
 
-def history_heads(channels: list[str]) -> dict[str, int]:
-    """The newest offsets of several channels at once (channels never persisted are absent)."""
-    return dict(Channel.objects.filter(name__in=channels).values_list("name", "last_offset"))
+def history_position(channel: str) -> tuple[int, str]:
+    """The newest offset of a channel and its epoch ((0, "") when it has no history row)."""
+    row = Channel.objects.filter(name=channel).values_list("last_offset", "epoch").first()
+    return (row[0], row[1]) if row else (0, "")
 
 
-def history_read(channel: str, since: int | None = None, limit: int | None = None) -> Recovery:
+def history_heads(channels: list[str]) -> dict[str, tuple[int, str]]:
+    """The newest offsets and epochs of several channels at once (channels never persisted are absent)."""
+    rows = Channel.objects.filter(name__in=channels).values_list("name", "last_offset", "epoch")
+    return {name: (head, epoch) for name, head, epoch in rows}
+
+
+def history_read(
+    channel: str, since: int | None = None, limit: int | None = None, epoch: str | None = None
+) -> Recovery:
     """Retained messages after `since` (the newest retained ones when None), oldest first.
 
     A page holds at most `limit` messages and HISTORY_PAGE_MAX_BYTES of them (always at least
     one); `has_more` says that more follow `since`. `recovered` is true when `since` was given
     and every message after it is returned or follows in a next page; false when history no
-    longer reaches back to `since + 1`.
+    longer reaches back to `since + 1`, or when `epoch` is not the channel's (its history was
+    reset since: `since` counts in offsets that are gone, and nothing is returned).
     """
-    head = history_head(channel)
+    head, current = history_position(channel)
     limit = limit or options(channel).history_size or 1
+    if since is not None and epoch and epoch != current:
+        return Recovery(channel, head, recovered=False, epoch=current)
     if head == 0 or (since is not None and since > head):
         # No history, or a position from a history that no longer exists (e.g. reset).
-        return Recovery(channel, head, recovered=since is not None and since == head)
+        return Recovery(channel, head, recovered=since is not None and since == head, epoch=current)
     rows = _retained(channel)
     if since is None:  # a new subscriber: the newest messages that fit, oldest first
         offsets = _fitting(rows.order_by("-offset"), limit)
         page = list(rows.filter(offset__gte=offsets[-1])) if offsets else []
-        return Recovery(channel, head, [row.envelope() for row in page], False, False)
+        return Recovery(channel, head, [row.envelope() for row in page], False, False, current)
     offsets = _fitting(rows.filter(offset__gt=since), limit)
     has_more = bool(offsets) and offsets[-1] < head  # retained offsets have no gaps after the oldest
     page = list(rows.filter(offset__gt=since, offset__lte=offsets[-1])) if offsets else []
     recovered = since == head or (bool(page) and page[0].offset == since + 1)
-    return Recovery(channel, head, [row.envelope() for row in page], recovered, has_more)
+    return Recovery(channel, head, [row.envelope() for row in page], recovered, has_more, current)
+
+
+def history_reset(channel: str) -> str:
+    """Delete a channel's history and start its offsets again at 0 under a new epoch (sync);
+    returns the epoch. Resuming clients of the old epoch are told their position is gone."""
+    epoch = new_epoch()
+    with transaction.atomic():
+        ChannelMessage.objects.filter(channel_id=channel).delete()
+        if not Channel.objects.filter(name=channel).update(last_offset=0, epoch=epoch, updated_at=timezone.now()):
+            Channel.objects.create(name=channel, last_offset=0, epoch=epoch, updated_at=timezone.now())
+    return epoch
 
 
 def _fitting(rows: QuerySet, count: int) -> list[int]:

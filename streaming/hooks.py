@@ -78,7 +78,7 @@ class Allow:
         return self.content is not _UNSET
 
 
-class Refuse(Exception):  # noqa: N818 - read as an answer: `raise Refuse("not a member")`
+class Refuse(Exception):
     """A hook's no, with the reason the client is told."""
 
     def __init__(self, reason: str = "Refused by the application.") -> None:

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from streaming import metrics
+from streaming import metrics, protocol
 from streaming.bus import get_bus
 from streaming.continuity import Continuity
-from streaming.history import Recovery, history_head, history_read
+from streaming.history import Recovery, history_position, history_read
 
 if TYPE_CHECKING:
     from streaming.lifecycle import ClientConnection
@@ -42,7 +42,7 @@ class Hub:
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._joining: dict[str, asyncio.Future] = {}
         self._commands: dict[str, Callable[[dict], Any]] = commands or {}
-        self.continuity = Continuity(self._dispatch, joined=self._members.__contains__)
+        self.continuity = Continuity(self._dispatch, joined=self._members.__contains__, on_reset=self._reset)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
 
@@ -114,7 +114,9 @@ class Hub:
             self.continuity.forget(channel)
             self.bus.unsubscribe(self, channel)
 
-    async def history_read(self, channel: str, since: int | None, messages: bool = True) -> Recovery:
+    async def history_read(
+        self, channel: str, since: int | None, messages: bool = True, epoch: str | None = None
+    ) -> Recovery:
         """`history.history_read` for a subscriber that has joined the channel here; without
         `messages`, only the head and whether `since` is at it.
 
@@ -123,11 +125,13 @@ class Hub:
         connect storm). A persisted message still in flight arrives after it as a live one.
         """
         if self.continuity.offsets.get(channel) == 0:
-            return Recovery(channel, 0, recovered=since == 0)
+            current = self.continuity.epochs.get(channel, "")
+            return Recovery(channel, 0, recovered=since == 0 and (not epoch or epoch == current), epoch=current)
         if not messages:
-            head = await database_sync_to_async(history_head)(channel)
-            return Recovery(channel, head, recovered=since is not None and since == head)
-        return await database_sync_to_async(history_read)(channel, since)
+            head, current = await database_sync_to_async(history_position)(channel)
+            same = not epoch or epoch == current
+            return Recovery(channel, head, recovered=since is not None and since == head and same, epoch=current)
+        return await database_sync_to_async(history_read)(channel, since, None, epoch)
 
     def members(self, channel: str) -> set[ClientConnection]:
         return self._members.get(channel, set())
@@ -175,9 +179,17 @@ class Hub:
         """Hand one published envelope to every local subscriber of its channel, in offset order."""
         if message["channel"] not in self._members:
             return
+        if message["event"] == protocol.RESET_EVENT and message["offset"] == 0:
+            self.continuity.reset(message["channel"], message["epoch"])
+            return
         if message["offset"] is not None and not self.continuity.admit(message):
             return
         self._dispatch(message)
+
+    def _reset(self, channel: str, epoch: str) -> None:
+        """A channel's history was reset: each local subscriber is told its position is gone."""
+        for subscriber in list(self._members.get(channel, ())):
+            subscriber.reset(channel, epoch)
 
     def _dispatch(self, message: dict) -> None:
         members = self._members.get(message["channel"])

@@ -94,6 +94,10 @@ class ClientConnection:
         """Send a heartbeat."""
         raise NotImplementedError
 
+    def send_reset(self, channel: str, epoch: str) -> None:
+        """Tell the client the channel's history was reset: its position there is gone."""
+        raise NotImplementedError
+
     def close(self, code: int, reason: str) -> None:
         """End the connection soon with a code and reason (never blocks; safe to call repeatedly)."""
         raise NotImplementedError
@@ -113,7 +117,9 @@ class ClientConnection:
 
     def hook_context(self, event: str, **fields: Any) -> hooks.HookContext:
         """What a hook is told about this connection (README, "Hooks")."""
-        return hooks.HookContext(event, self.identity, self.connection_id, self.transport, self.ip, info=self.info, **fields)
+        return hooks.HookContext(
+            event, self.identity, self.connection_id, self.transport, self.ip, info=self.info, **fields
+        )
 
     async def decide_connect(self) -> list[str]:
         """Ask the connect hook (raises the refusal); returns the server-side channels asked for:
@@ -274,6 +280,7 @@ class ClientConnection:
         since: int | None,
         announce: Callable[[Recovery], Awaitable[int | None]],
         join: Callable[[], Awaitable[None]] | None = None,
+        epoch: str | None = None,
     ) -> None:
         """Join (when `join` is given), replay what history holds after `since`, then deliver live
         messages without a gap or a duplicate: from the join on, live messages of the channel wait
@@ -285,7 +292,7 @@ class ClientConnection:
             if join is not None:
                 await join()
             recover = options(channel).recover  # off: positions are checked, nothing is replayed
-            recovery = await self.runtime.hub.history_read(channel, since, messages=recover)
+            recovery = await self.runtime.hub.history_read(channel, since, messages=recover, epoch=epoch)
             known = await announce(recovery)
             floor = recovery.offset if known is None else known
             while known is not None:  # page by page: a page is bounded in bytes
@@ -305,6 +312,13 @@ class ClientConnection:
                         await self.outbox.put_paced(self.encode_live(message))
         finally:
             self._replaying.pop(channel, None)
+
+    def reset(self, channel: str, epoch: str) -> None:
+        """Called by the hub when a joined channel's history is reset (offsets start again at 0)."""
+        if self.closing:
+            return
+        self._floors[channel] = 0
+        self.send_reset(channel, epoch)
 
     def forget(self, channel: str) -> None:
         """Leave an explicit channel."""

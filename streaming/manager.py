@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streaming import protocol, selectors, services
-from streaming.registry_rows import reap_dead_processes
+from streaming.registry import reap_dead
 from streaming.runtime import get_runtime
 
 
@@ -80,7 +80,7 @@ class ConnectionManager:
                     connection.close(protocol.CloseCode.IDLE, "idle timeout")
                     closed += 1
         await runtime.registry.flush()
-        reaped = await database_sync_to_async(reap_dead_processes)(config.liveness_window, runtime.registry.process_id)
+        reaped = await database_sync_to_async(reap_dead)(config.liveness_window, runtime.registry.process_id)
         return closed + reaped
 
     async def get_stats(self) -> dict[str, Any]:

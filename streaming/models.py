@@ -78,6 +78,9 @@ class Channel(models.Model):
 
     name = models.CharField(primary_key=True, max_length=100)
     last_offset = models.BigIntegerField(default=0)
+    epoch = models.CharField(
+        max_length=16, default="", blank=True, help_text="Changes when the history is reset: offsets start again."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(null=True, db_index=True, help_text="When the last message was persisted.")
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from streaming import metrics
+from streaming import metrics, signals
 from streaming import registry_rows as rows
 from streaming.auth import Identity
 from streaming.history import history_expire
@@ -272,6 +272,7 @@ class ConnectionRegistry:
         connection again, so that stats, lists, presence and DELETE see them."""
         logger.warning("this process was reaped by a peer; restoring its %d connections", len(self.connections))
         for connection in self.connections.values():
+            connection.reaped = True  # the peer told the cluster (signals) it ended: not told twice
             self._pending.opened[connection.connection_id] = self._row(connection)
             self.channels_changed(connection)
 
@@ -297,7 +298,7 @@ class ConnectionRegistry:
         if rows.rows_write(self.process, pending, seen, now):
             self._reaped = True
         if heartbeat:
-            rows.reap_dead_processes(settings.REALTIME.liveness_window, exclude=self.process_id)
+            reap_dead(settings.REALTIME.liveness_window, exclude=self.process_id)
         if expire:
             history_expire()
             rows.prune_closed_connections(settings.REALTIME.closed_connection_retention)
@@ -322,3 +323,21 @@ class ConnectionRegistry:
 
     def _mark_stopped(self) -> None:
         rows.process_mark_stopped(self.process_id)
+
+
+def reap_dead(liveness_window: float, exclude: str | None = None) -> int:
+    """Close the connections of dead processes (sync) and send `unsubscribed` and `disconnected`
+    for each, once across the cluster (README, "Signals"); returns how many were closed."""
+    reaped = rows.reap_dead_processes(liveness_window, exclude=exclude)
+    for connection in reaped:
+        identity = Identity(kind=connection.auth, user_id=connection.user_id, name=connection.user_name or None)
+        for channel in connection.channels:
+            signals.fire_sync(
+                signals.unsubscribed, connection.transport, connection_id=connection.id,
+                transport=connection.transport, identity=identity, channel=channel, reaped=True,
+            )  # fmt: skip
+        signals.fire_sync(
+            signals.disconnected, connection.transport, connection_id=connection.id,
+            transport=connection.transport, identity=identity, code=1006, reaped=True,
+        )  # fmt: skip
+    return len(reaped)

@@ -169,8 +169,22 @@ def process_mark_stopped(process_id: str) -> None:
     ServerProcess.objects.filter(id=process_id).update(stopped_at=now)
 
 
-def reap_dead_processes(liveness_window: float, exclude: str | None = None) -> int:
-    """Close the connection rows of processes whose heartbeat is older than the window (sync)."""
+@dataclass(frozen=True)
+class Reaped:
+    """A connection closed for a dead process, as its row told it."""
+
+    id: str
+    transport: str
+    user_id: str | None
+    user_name: str
+    auth: str
+    channels: tuple[str, ...]
+
+
+def reap_dead_processes(liveness_window: float, exclude: str | None = None) -> list[Reaped]:
+    """Close the connection rows of processes whose heartbeat is older than the window (sync);
+    returns the connections this call closed. Each dead process is claimed by marking it stopped:
+    when several survivors reap at once, one of them closes (and reports) its connections."""
     now = timezone.now()
     dead = ServerProcess.objects.filter(
         stopped_at__isnull=True, last_heartbeat__lt=now - timedelta(seconds=liveness_window)
@@ -179,14 +193,27 @@ def reap_dead_processes(liveness_window: float, exclude: str | None = None) -> i
         dead = dead.exclude(id=exclude)
     dead_ids = list(dead.values_list("id", flat=True))
     if not dead_ids:
-        return 0
+        return []
+    reaped: list[Reaped] = []
     with transaction.atomic():
-        Subscription.objects.filter(connection__process_id__in=dead_ids).delete()
-        reaped = Connection.objects.filter(process_id__in=dead_ids, closed_at__isnull=True).update(
-            closed_at=now, close_code=1006
-        )
-        ServerProcess.objects.filter(id__in=dead_ids).update(stopped_at=now)
-    logger.warning("reaped %d connections of dead processes %s", reaped, ", ".join(dead_ids))
+        claimed = [
+            process_id
+            for process_id in dead_ids
+            if ServerProcess.objects.filter(id=process_id, stopped_at__isnull=True).update(stopped_at=now)
+        ]
+        if not claimed:
+            return []
+        open_rows = Connection.objects.filter(process_id__in=claimed, closed_at__isnull=True)
+        channels: dict[str, list[str]] = {}
+        for connection_id, channel in Subscription.objects.filter(connection__in=open_rows).values_list(
+            "connection_id", "channel"
+        ):
+            channels.setdefault(connection_id, []).append(channel)
+        for row in open_rows.values("id", "transport", "user_id", "user_name", "auth"):
+            reaped.append(Reaped(**row, channels=tuple(sorted(channels.get(row["id"], ())))))
+        Subscription.objects.filter(connection__process_id__in=claimed).delete()
+        open_rows.update(closed_at=now, close_code=1006)
+    logger.warning("reaped %d connections of dead processes %s", len(reaped), ", ".join(claimed))
     return reaped
 
 

@@ -14,6 +14,7 @@ its channel within PUBLISH_IDEMPOTENCY_WINDOW answers the first result (`idempot
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,7 +24,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
-from streaming import commits, delivery, idempotency, protocol
+from streaming import commits, delivery, history, idempotency, protocol
 from streaming.bus import get_bus
 from streaming.errors import MessageTooLarge, NotFound, Unavailable
 
@@ -65,13 +66,14 @@ class Outgoing:
     persist: bool = False
     keyed: bool = False  # its id came from the publisher: a retry of it is answered, not sent again
     claim: Any = field(default=None, repr=False)  # the idempotency claim of that id
+    epoch: str | None = None  # the epoch of its offset, once persisted
 
     @property
     def published(self) -> Published:
         return Published(self.envelope["id"], self.channel, self.envelope["offset"])
 
     def bus_message(self) -> dict[str, Any]:
-        return protocol.bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"])
+        return protocol.bus_message(self.channel, self.text, self.envelope["offset"], self.envelope["type"], self.epoch)
 
 
 def prepare(publish: Publish) -> Outgoing:
@@ -228,6 +230,28 @@ def publish_to_user(*, user_id: str, content: Any, **options: Any) -> Published:
 def broadcast(*, content: Any, **options: Any) -> Published:
     """Send to every connection of every process, on both transports."""
     return publish_to_channel(channel=protocol.BROADCAST, content=content, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+def history_reset(channel: str) -> str:
+    """Delete a channel's history; its offsets start again at 0 under a new epoch, which is
+    returned. Live subscribers get `stream-reset` at once; a client resuming from a position of the
+    old epoch gets `recovered: false` / `stream-reset`, never other messages under old offsets."""
+    protocol.validate_channel(channel)
+    epoch = history.history_reset(channel)
+    # Every process tells its subscribers; one that misses this (the bus is down) sees the new
+    # epoch at its next position check, within seconds.
+    with contextlib.suppress(Unavailable):
+        get_bus().publish(channel, protocol.bus_message(channel, "", 0, protocol.RESET_EVENT, epoch))
+    return epoch
+
+
+async def ahistory_reset(channel: str) -> str:
+    """Async twin of `history_reset`."""
+    return await database_sync_to_async(history_reset)(channel)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,19 +83,34 @@ class Admission:
     user_agent: str
     origin: str | None
     channels: list[str]
-    positions: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
-def _positions(raw: str | None, channels: list[str]) -> dict[str, int]:
-    """Parse a Last-Event-ID (`channel:offset,…`) into offsets of the requested channels."""
+def _positions(raw: str | None, channels: list[str]) -> dict[str, tuple[int, str | None]]:
+    """Parse a Last-Event-ID (`channel:offset-epoch,…`; `channel:offset` from before epochs) into
+    (offset, epoch) by channel. Any channel's position is kept: server-side channels are known only
+    after the hooks."""
     if not raw or raw == "error":
         return {}
     try:
-        parsed = {unquote(channel): int(offset) for channel, offset in parse_last_event_id(raw).items()}
+        parsed = {unquote(channel): _position(value) for channel, value in parse_last_event_id(raw).items()}
     except (ValueError, TypeError):
-        raise InvalidMessage("Last-Event-ID is not a position of this server (channel:offset,…).") from None
-    # Any channel's position is kept: server-side channels are known only after the hooks.
-    return {channel: offset for channel, offset in parsed.items() if offset >= 0}
+        raise InvalidMessage("Last-Event-ID is not a position of this server (channel:offset-epoch,…).") from None
+    return {channel: position for channel, position in parsed.items() if position[0] >= 0}
+
+
+def _position(value: str) -> tuple[int, str | None]:
+    offset, _, epoch = value.partition("-")
+    if not protocol.EPOCH_RE.fullmatch(epoch):
+        raise ValueError(value)
+    return int(offset), epoch or None
+
+
+def event_id(positions: dict[str, int], epochs: dict[str, str]) -> str:
+    """A stream position as an SSE `id:` (django-eventstream's `channel:position,…`, with each
+    position `offset-epoch` once the channel has an epoch)."""
+    return make_id({channel: f"{offset}-{epochs[channel]}" if epochs.get(channel) else offset
+                    for channel, offset in positions.items()})  # fmt: skip
 
 
 def _sentence(text: str) -> str:
@@ -189,6 +204,7 @@ class SSEListener(ClientConnection):
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
         self.positions: dict[str, int] = {}  # the stream's position: what its `id:` fields say
+        self.epochs: dict[str, str] = {}  # the epoch of each position
         self._final = b""
         self.prepare(admission.identity, admission.ip)
         self.opening: list[str] = list(admission.channels)  # requested, then server-side channels
@@ -284,11 +300,19 @@ class SSEListener(ClientConnection):
         if message["offset"] is None:
             return publish_frame(message)
         self.positions[message["channel"]] = message["offset"]
-        return b"id: " + make_id(self.positions).encode() + b"\n" + publish_frame(message)
+        if message.get("epoch"):
+            self.epochs[message["channel"]] = message["epoch"]
+        return b"id: " + event_id(self.positions, self.epochs).encode() + b"\n" + publish_frame(message)
 
     def encode_replayed(self, envelope: dict[str, Any]) -> bytes:
         self.positions[envelope["channel"]] = envelope["offset"]
-        return sse_event(envelope["type"], protocol.encode(envelope), make_id(self.positions))
+        return sse_event(envelope["type"], protocol.encode(envelope), event_id(self.positions, self.epochs))
+
+    def send_reset(self, channel: str, epoch: str) -> None:
+        self.positions[channel] = 0
+        self.epochs[channel] = epoch
+        reset = protocol.encode({"channels": [channel]})
+        self.push(sse_event(protocol.RESET_EVENT, reset, event_id(self.positions, self.epochs)))
 
     def heartbeat(self, now: float) -> None:
         self.touch(now)
@@ -303,22 +327,26 @@ class SSEListener(ClientConnection):
     async def _open_channels(self) -> None:
         await self.join_implicit()
         for channel in self.opening:
-            await self._open_channel(channel, self.admission.positions.get(channel))
-        opened = {"channels": self.opening, "offsets": self.positions}
-        event_id = make_id(self.positions) if self.positions else None
-        await self.outbox.put_paced(sse_event("stream-open", protocol.encode(opened), event_id))
+            since, epoch = self.admission.positions.get(channel, (None, None))
+            await self._open_channel(channel, since, epoch)
+        opened = {"channels": self.opening, "offsets": self.positions, "epochs": self.epochs}
+        position = event_id(self.positions, self.epochs) if self.positions else None
+        await self.outbox.put_paced(sse_event("stream-open", protocol.encode(opened), position))
 
-    async def _open_channel(self, channel: str, since: int | None) -> None:
+    async def _open_channel(self, channel: str, since: int | None, epoch: str | None) -> None:
         """Join a channel, then replay what the client missed (or the retained history)."""
 
         async def announce(recovery: Recovery) -> int | None:
+            if recovery.epoch:
+                self.epochs[channel] = recovery.epoch
             if since is not None and not recovery.recovered:
                 self.positions[channel] = recovery.offset
                 reset = protocol.encode({"channels": [channel]})
-                await self.outbox.put_paced(sse_event("stream-reset", reset, make_id(self.positions)))
+                await self.outbox.put_paced(sse_event("stream-reset", reset, event_id(self.positions, self.epochs)))
                 return None
             self.positions[channel] = recovery.offset if since is None else since
             return self.positions[channel]
 
-        await self.replay_then_live(channel, since, announce, join=partial(self.runtime.hub.join, channel, self))
+        join = partial(self.runtime.hub.join, channel, self)
+        await self.replay_then_live(channel, since, announce, join=join, epoch=epoch)
         self.announce_presence(channel, "join")

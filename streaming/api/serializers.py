@@ -241,6 +241,7 @@ class EnvelopeSerializer(serializers.Serializer):
 class HistorySerializer(serializers.Serializer):
     channel = serializers.CharField()
     offset = serializers.IntegerField()
+    epoch = serializers.CharField(allow_blank=True, help_text="The epoch of the offsets; changes on a history reset.")
     messages = EnvelopeSerializer(many=True)
     recovered = serializers.BooleanField()
     has_more = serializers.BooleanField()
@@ -249,6 +250,16 @@ class HistorySerializer(serializers.Serializer):
 class HistoryQuerySerializer(serializers.Serializer):
     since = serializers.IntegerField(required=False, min_value=0)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    epoch = serializers.RegexField(
+        protocol.EPOCH_RE.pattern, required=False, allow_blank=True,
+        help_text="The epoch `since` counts in; another than the channel's answers recovered: false.",
+    )  # fmt: skip
+
+
+class HistoryResetSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    offset = serializers.IntegerField()
+    epoch = serializers.CharField()
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -19,8 +19,8 @@ from streaming.api import serializers as s
 from streaming.api.authentication import request_identity
 from streaming.api.pagination import StrictPageNumberPagination
 from streaming.api.permissions import IsAdmin, IsAuthenticatedWhenRequired
+from streaming.errors import Forbidden, NotFound
 from streaming.namespaces import options
-from streaming.errors import NotFound
 from streaming.runtime import flush_local_registry
 
 COMMON_ERRORS = s.COMMON_ERRORS
@@ -167,14 +167,28 @@ class ChannelHistoryView(APIView):
         _authorize_read(request, name)
         query = s.HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        recovery = history.history_read(name, query.validated_data.get("since"), query.validated_data.get("limit"))
+        data = query.validated_data
+        recovery = history.history_read(name, data.get("since"), data.get("limit"), data.get("epoch") or None)
         return Response(protocol.history_page(recovery))
+
+    @extend_schema(
+        parameters=[CHANNEL_NAME],
+        responses={200: s.HistoryResetSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS},
+    )
+    def delete(self, request: Request, name: str) -> Response:
+        """Delete the channel's history (admins): offsets start again at 0 under a new epoch."""
+        if not request_identity(request).is_admin:
+            raise Forbidden("Only admins reset a channel's history.")
+        epoch = services.history_reset(protocol.validate_channel(name))
+        return Response({"channel": name, "offset": 0, "epoch": epoch})
 
 
 def _authorize_read(request: Request, name: str) -> None:
     """The built-in channel rules, then the application's subscribe hook for a client's read."""
     hooks.authorize_read(
-        request_identity(request), name, security.client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
+        request_identity(request),
+        name,
+        security.client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR")),
     )
 
 

@@ -41,16 +41,19 @@ def channel_key(channel: str) -> str:
 
 
 def encode_publish(message: dict[str, Any]) -> bytes:
-    head = orjson.dumps([message["channel"], message["offset"], message["event"], message["sent_at"]])
-    return b"P" + head + b"\n" + message["text"].encode()
+    fields = [message["channel"], message["offset"], message["event"], message["sent_at"]]
+    if message.get("epoch"):
+        fields.append(message["epoch"])
+    return b"P" + orjson.dumps(fields) + b"\n" + message["text"].encode()
 
 
 def decode(payload: bytes) -> dict[str, Any]:
     if payload[:1] == b"P":
         head, _, text = payload.partition(b"\n")
-        channel, offset, event, sent_at = orjson.loads(head[1:])
+        fields = orjson.loads(head[1:])
+        channel, offset, event, sent_at = fields[:4]
         return {"type": "hub.publish", "channel": channel, "offset": offset, "event": event,
-                "text": text.decode(), "sent_at": sent_at}  # fmt: skip
+                "text": text.decode(), "sent_at": sent_at, "epoch": fields[4] if len(fields) > 4 else None}  # fmt: skip
     return orjson.loads(payload[1:])
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming.errors import InvalidChannel, InvalidMessage, UnknownAction
-from streaming.protocol.names import MESSAGE_ID_MAX, REQUEST_ID_MAX, TYPE_RE, validate_channel, validate_user_id
+from streaming.protocol.names import (
+    EPOCH_RE,
+    MESSAGE_ID_MAX,
+    REQUEST_ID_MAX,
+    TYPE_RE,
+    validate_channel,
+    validate_user_id,
+)
 from streaming.protocol.shapes import check_content
 
 # ---------------------------------------------------------------------------------------------
@@ -44,6 +51,12 @@ def _message_type(value: Any) -> str:
     return value
 
 
+def _epoch(value: Any) -> str:
+    if not isinstance(value, str) or not EPOCH_RE.fullmatch(value):
+        raise ValueError("an epoch: up to 16 letters and digits")
+    return value
+
+
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("true or false")
@@ -69,7 +82,7 @@ def _message_id(value: Any) -> str:
 ACTIONS: dict[str, dict[str, Field]] = {
     "ping": {},
     "pong": {},
-    "subscribe": {"channel": Field(_channel, True), "since": Field(_offset)},
+    "subscribe": {"channel": Field(_channel, True), "since": Field(_offset), "epoch": Field(_epoch)},
     "unsubscribe": {"channel": Field(_channel, True)},
     "send_to_channel": {
         "channel": Field(_channel, True),
@@ -84,7 +97,12 @@ ACTIONS: dict[str, dict[str, Field]] = {
         "type": Field(_message_type),
     },
     "message": {"content": Field(check_content, True)},
-    "history": {"channel": Field(_channel, True), "since": Field(_offset), "limit": Field(_limit)},
+    "history": {
+        "channel": Field(_channel, True),
+        "since": Field(_offset),
+        "limit": Field(_limit),
+        "epoch": Field(_epoch),
+    },
     "presence": {"channel": Field(_channel, True), "counts_only": Field(_boolean)},
     "refresh": {"token": Field(_token, True)},
 }

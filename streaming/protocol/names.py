@@ -16,6 +16,7 @@ from streaming.errors import InvalidChannel, InvalidMessage
 # newline, and `"a" * 100 + "\n"` would pass (and overflow the 100-character subscription column).
 CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+EPOCH_RE = re.compile(r"^[A-Za-z0-9]{0,16}$")  # a stream epoch ("" while a channel has no history)
 TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MESSAGE_ID_MAX = 64
 REQUEST_ID_MAX = 128
@@ -118,6 +119,7 @@ __all__ = [
     "CONTENT_DEPTH_MAX",
     "DEFAULT_CLIENT_TYPE",
     "DEFAULT_SERVER_TYPE",
+    "EPOCH_RE",
     "MESSAGE_ID_MAX",
     "NOTIFICATION",
     "NOTIFICATION_LEVELS",

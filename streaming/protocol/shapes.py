@@ -112,14 +112,19 @@ def with_offset(text: str, offset: int) -> str:
     return f"{text[:-5]}{offset}}}"
 
 
-def bus_message(channel: str, text: str, offset: int | None, event: str) -> dict[str, Any]:
+RESET_EVENT = "stream-reset"
+
+
+def bus_message(channel: str, text: str, offset: int | None, event: str, epoch: str | None = None) -> dict[str, Any]:
     """What the bus carries for one publish: the encoded envelope plus what routing needs.
 
-    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`.
-    Subscribers may cache derived encodings in it (`ws`, `sse`, `sse_chunk`); see `hub.py`.
+    `event` is the envelope's type (the SSE event name), so no subscriber has to decode `text`;
+    `epoch` is the epoch of a persisted message's offset. Subscribers may cache derived
+    encodings in it (`ws`, `sse`, `sse_chunk`); see `hub.py`. A history reset travels as one
+    too: event RESET_EVENT, offset 0, the new epoch, no text.
     """
     return {"type": "hub.publish", "channel": channel, "offset": offset, "event": event, "text": text,
-            "sent_at": time.time()}  # fmt: skip
+            "sent_at": time.time(), "epoch": epoch}  # fmt: skip
 
 
 def notification_content(*, title: str, content: Any, level: str, auto_hide: bool, duration: int) -> dict[str, Any]:
@@ -192,6 +197,7 @@ def history_page(recovery: Any) -> dict[str, Any]:
     return {
         "channel": recovery.channel,
         "offset": recovery.offset,
+        "epoch": recovery.epoch,
         "messages": recovery.messages,
         "recovered": recovery.recovered,
         "has_more": recovery.has_more,
@@ -199,6 +205,7 @@ def history_page(recovery: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "RESET_EVENT",
     "add_server_side",
     "bus_message",
     "check_content",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from unittest.mock import ANY
 
 import pytest
 from realtime_client import (
@@ -74,7 +75,7 @@ async def test_subscribed_channel_messages_reach_sync_async_and_wildcard_handler
     reply = await listener.subscribe_to_channel(channel)
     ack = await sender.send_to_channel(channel, {"n": 1}, type="chat")
 
-    assert reply == {"channel": channel, "offset": 0, "recovered": False}
+    assert reply == {"channel": channel, "offset": 0, "epoch": ANY, "recovered": False}
     await eventually(lambda: chats, what="the chat message")
     assert chats[0]["id"] == ack["id"]
     assert chats[0]["content"] == {"n": 1}

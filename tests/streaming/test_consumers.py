@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest.mock import ANY
 
 import pytest
 
@@ -44,7 +45,7 @@ async def test_subscribe_then_channel_publish_is_delivered_with_sender(connect):
         reply = await request(communicator, "subscribe", {"channel": "test_channel"})
         assert reply == {
             "type": "subscribed",
-            "content": {"channel": "test_channel", "offset": 0, "recovered": False},
+            "content": {"channel": "test_channel", "offset": 0, "epoch": ANY, "recovered": False},
             "request_id": "r1",
         }
     await alice.send_json_to(
@@ -370,7 +371,7 @@ async def test_subscribing_to_a_channel_without_history_reads_no_history(connect
     first, second = await connect(), await connect()
     for communicator in (first, second):
         reply = await request(communicator, "subscribe", {"channel": "quiet"})
-        assert reply["content"] == {"channel": "quiet", "offset": 0, "recovered": False}
+        assert reply["content"] == {"channel": "quiet", "offset": 0, "epoch": ANY, "recovered": False}
     assert reads == []
     await services.apublish_to_channel(channel="quiet", content="kept", persist=True)
     for communicator in (first, second):
@@ -379,7 +380,7 @@ async def test_subscribing_to_a_channel_without_history_reads_no_history(connect
     reply = await request(late, "subscribe", {"channel": "quiet"})
     assert reply["content"]["offset"] == 1
     assert (await late.receive_json_from())["content"] == "kept"
-    assert reads == [("quiet", None)]
+    assert reads == [("quiet", None, None, None)]
     for communicator in (first, second, late):
         await communicator.disconnect()
 
@@ -408,7 +409,7 @@ async def test_subscribe_since_replays_every_missed_message_over_several_bounded
         await services.apublish_to_channel(channel="paged", content={"n": n, "pad": "x" * 700}, persist=True)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "paged", "since": 1})
-    assert reply["content"] == {"channel": "paged", "offset": 7, "recovered": True}
+    assert reply["content"] == {"channel": "paged", "offset": 7, "epoch": ANY, "recovered": True}
     replayed = [(await communicator.receive_json_from(timeout=3))["offset"] for _ in range(6)]
     assert replayed == [2, 3, 4, 5, 6, 7]
     await services.apublish_to_channel(channel="paged", content={"n": 7}, persist=True)

@@ -37,4 +37,19 @@ def test_0002_keeps_stored_envelopes_as_delivered_text():
     back = migrate_to(("streaming", "0001_initial"))
     restored = back.get_model("streaming", "ChannelMessage").objects.get(channel_id="kept", offset=1)
     assert restored.content == {"title": "Привет"} and restored.sender["user_id"] == "u1"
-    migrate_to(("streaming", "0002_message_text_channel_updated_at"))
+    migrate_to(latest())
+
+
+def latest() -> tuple[str, str]:
+    """The newest migration of the app: where every other test expects the schema."""
+    (leaf,) = MigrationExecutor(connection).loader.graph.leaf_nodes("streaming")
+    return leaf
+
+
+def test_0004_gives_channels_persisted_before_epochs_one():
+    old = migrate_to(("streaming", "0003_server_process_plural"))
+    old.get_model("streaming", "Channel").objects.create(name="before-epochs", last_offset=7)
+    new = migrate_to(("streaming", "0004_channel_epoch"))
+    epoch = new.get_model("streaming", "Channel").objects.get(name="before-epochs").epoch
+    assert len(epoch) == 8 and epoch.isalnum()
+    migrate_to(latest())

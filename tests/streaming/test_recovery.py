@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from streaming import services
 from streaming.models import ChannelMessage
+from tests.support.clients import without_epochs
 from tests.support.consumers import request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -112,7 +114,7 @@ async def test_new_subscriber_gets_retained_history_oldest_first_then_live(conne
     published = await persist("replayed", 3)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "replayed"})
-    assert reply["content"] == {"channel": "replayed", "offset": 3, "recovered": False}
+    assert reply["content"] == {"channel": "replayed", "offset": 3, "epoch": ANY, "recovered": False}
     history = await receive_messages(communicator, 3)
     assert [m["offset"] for m in history] == [1, 2, 3]
     assert [m["id"] for m in history] == [p.id for p in published]
@@ -133,7 +135,7 @@ async def test_new_subscriber_gets_only_what_retention_kept(connect, realtime):
     await persist("kept", 5)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "kept"})
-    assert reply["content"] == {"channel": "kept", "offset": 5, "recovered": False}
+    assert reply["content"] == {"channel": "kept", "offset": 5, "epoch": ANY, "recovered": False}
     assert [m["offset"] for m in await receive_messages(communicator, 2)] == [4, 5]
     assert await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
@@ -143,7 +145,7 @@ async def test_not_persisted_messages_are_not_replayed(connect):
     await services.apublish_to_channel(channel="ephemeral", content="gone")
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "ephemeral"})
-    assert reply["content"] == {"channel": "ephemeral", "offset": 0, "recovered": False}
+    assert reply["content"] == {"channel": "ephemeral", "offset": 0, "epoch": ANY, "recovered": False}
     assert await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
 
@@ -152,7 +154,7 @@ async def test_subscribe_since_returns_exactly_the_missed_messages(connect):
     published = await persist("resume", 5)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "resume", "since": 2})
-    assert reply["content"] == {"channel": "resume", "offset": 5, "recovered": True}
+    assert reply["content"] == {"channel": "resume", "offset": 5, "epoch": ANY, "recovered": True}
     missed = await receive_messages(communicator, 3)
     assert [m["offset"] for m in missed] == [3, 4, 5]
     assert [m["id"] for m in missed] == [p.id for p in published[2:]]
@@ -166,7 +168,7 @@ async def test_subscribe_since_the_head_recovers_nothing_missing(connect):
     await persist("uptodate", 3)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "uptodate", "since": 3})
-    assert reply["content"] == {"channel": "uptodate", "offset": 3, "recovered": True}
+    assert reply["content"] == {"channel": "uptodate", "offset": 3, "epoch": ANY, "recovered": True}
     assert await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
 
@@ -176,7 +178,7 @@ async def test_subscribe_since_older_than_retention_is_not_recovered(connect, re
     await persist("toolate", 5)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "toolate", "since": 1})
-    assert reply["content"] == {"channel": "toolate", "offset": 5, "recovered": False}
+    assert reply["content"] == {"channel": "toolate", "offset": 5, "epoch": ANY, "recovered": False}
     # what is still retained follows, without pretending to be complete
     assert [m["offset"] for m in await receive_messages(communicator, 2)] == [4, 5]
     live = await services.apublish_to_channel(channel="toolate", content="next", persist=True)
@@ -205,7 +207,7 @@ async def test_subscribe_since_beyond_the_head_still_gets_live_messages(connect)
     await persist("reset", 2)
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "reset", "since": 50})
-    assert reply["content"] == {"channel": "reset", "offset": 2, "recovered": False}
+    assert reply["content"] == {"channel": "reset", "offset": 2, "epoch": ANY, "recovered": False}
     live = await services.apublish_to_channel(channel="reset", content="after the reset", persist=True)
     assert live.offset == 3
     assert (await communicator.receive_json_from(timeout=1))["id"] == live.id
@@ -259,7 +261,7 @@ async def test_live_messages_during_a_paced_sse_replay_queue_behind_it(ws_app, r
         if event["event"] not in ("connected", "stream-open"):
             events.append(event)
     check_persisted([e["data"] for e in events], 1, RETAINED + LIVE)
-    assert [e["id"] for e in events] == [f"paced-sse:{n}" for n in range(1, RETAINED + LIVE + 1)]
+    assert [without_epochs(e["id"]) for e in events] == [f"paced-sse:{n}" for n in range(1, RETAINED + LIVE + 1)]
     await stream.close()
 
 
@@ -269,7 +271,7 @@ async def test_resubscribing_with_since_replays_only_after_it_and_no_live_duplic
     first = await persist("again", 3)
     assert [m["id"] for m in await receive_messages(communicator, 3)] == [p.id for p in first]
     reply = await request(communicator, "subscribe", {"channel": "again", "since": 2})
-    assert reply["content"] == {"channel": "again", "offset": 3, "recovered": True}
+    assert reply["content"] == {"channel": "again", "offset": 3, "epoch": ANY, "recovered": True}
     assert (await communicator.receive_json_from(timeout=3))["offset"] == 3
     await persist("again", 1, start=3)
     assert (await communicator.receive_json_from(timeout=3))["offset"] == 4
@@ -410,7 +412,7 @@ async def test_replay_to_live_boundary_delivers_each_message_once_on_both_transp
                 continue
             frames.append(event["data"])
             if event["data"]["offset"] is not None:
-                assert event["id"] == f"{channel}:{event['data']['offset']}"
+                assert without_epochs(event["id"]) == f"{channel}:{event['data']['offset']}"
         check_persisted(frames, 1 if since is None else since + 1, last)
         check_unique(frames)
         await stream.close()
@@ -495,9 +497,9 @@ async def test_last_event_id_and_ws_since_replay_the_same_rows(connect, ws_app):
     over_sse = [await stream.next_event() for _ in range(4)]
     opened = await stream.next_event()
     assert [e["data"] for e in over_sse] == over_ws  # the same envelopes, byte for byte
-    assert [e["id"] for e in over_sse] == ["agree:3", "agree:4", "agree:5", "agree:6"]
+    assert [without_epochs(e["id"]) for e in over_sse] == ["agree:3", "agree:4", "agree:5", "agree:6"]
     assert [e["event"] for e in over_sse] == ["message"] * 4
-    assert opened["event"] == "stream-open" and opened["id"] == "agree:6"
+    assert opened["event"] == "stream-open" and without_epochs(opened["id"]) == "agree:6"
     rows = [m async for m in ChannelMessage.objects.filter(channel_id="agree", offset__gt=2).order_by("offset")]
     assert [m["id"] for m in over_ws] == [row.message_id for row in rows]
     await stream.close()
@@ -513,11 +515,11 @@ async def test_sse_resumes_from_last_event_id_then_goes_live(ws_app, via):
     await stream.until("connected")
     replayed = [await stream.next_event() for _ in range(3)]
     assert [e["data"]["id"] for e in replayed] == [p.id for p in published[1:]]
-    assert [e["id"] for e in replayed] == ["sse-resume:2", "sse-resume:3", "sse-resume:4"]
+    assert [without_epochs(e["id"]) for e in replayed] == ["sse-resume:2", "sse-resume:3", "sse-resume:4"]
     assert (await stream.next_event())["event"] == "stream-open"
     live = await services.apublish_to_channel(channel="sse-resume", content="live", persist=True)
     event = await stream.next_event()
-    assert event["data"]["id"] == live.id and event["id"] == "sse-resume:5"
+    assert event["data"]["id"] == live.id and without_epochs(event["id"]) == "sse-resume:5"
     assert await stream.receive_nothing()
     await stream.close()
 
@@ -527,9 +529,9 @@ async def test_sse_new_stream_gets_retained_history_and_a_position(ws_app):
     stream = await SSEStream(ws_app, "channels=sse-new").open()
     await stream.until("connected")
     history = [await stream.next_event() for _ in range(2)]
-    assert [e["id"] for e in history] == ["sse-new:1", "sse-new:2"]
+    assert [without_epochs(e["id"]) for e in history] == ["sse-new:1", "sse-new:2"]
     opened = await stream.next_event()
-    assert opened["event"] == "stream-open" and opened["id"] == "sse-new:2"
+    assert opened["event"] == "stream-open" and without_epochs(opened["id"]) == "sse-new:2"
     await stream.close()
 
 
@@ -540,11 +542,11 @@ async def test_sse_position_too_old_gets_stream_reset_and_ws_is_not_recovered(co
     await stream.until("connected")
     reset = await stream.next_event()
     assert reset["event"] == "stream-reset" and reset["data"] == {"channels": ["sse-old"]}
-    assert reset["id"] == "sse-old:5"
+    assert without_epochs(reset["id"]) == "sse-old:5"
     assert (await stream.next_event())["event"] == "stream-open"
     live = await services.apublish_to_channel(channel="sse-old", content="after reset", persist=True)
     event = await stream.next_event()
-    assert event["data"]["id"] == live.id and event["id"] == "sse-old:6"
+    assert event["data"]["id"] == live.id and without_epochs(event["id"]) == "sse-old:6"
     await stream.close()
     communicator = await connect()
     reply = await request(communicator, "subscribe", {"channel": "sse-old", "since": 1})
@@ -564,7 +566,7 @@ async def test_django_eventstream_send_event_persists_and_reaches_ws_and_sse(con
     assert frame["type"] == "news_update" and frame["content"] == {"title": "Новая статья"}
     assert frame["channel"] == "legacy" and frame["offset"] == 1
     event = await stream.next_event()
-    assert event["event"] == "news_update" and event["id"] == "legacy:1" and event["data"] == frame
+    assert event["event"] == "news_update" and without_epochs(event["id"]) == "legacy:1" and event["data"] == frame
     row = await ChannelMessage.objects.aget(channel_id="legacy", offset=1)
     assert row.message_id == frame["id"] and row.type == "news_update"
     assert await communicator.receive_nothing(timeout=0.2)

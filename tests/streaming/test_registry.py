@@ -93,13 +93,13 @@ def _stale_process(process_id: str, age_seconds: float) -> ServerProcess:
 def test_reap_closes_connections_of_dead_processes_only():
     _stale_process("dead", 600)
     _stale_process("alive", 1)
-    assert reap_dead_processes(60) == 3
+    assert len(reap_dead_processes(60)) == 3
     assert Connection.objects.filter(process_id="dead", closed_at__isnull=True).count() == 0
     assert set(Connection.objects.filter(process_id="dead").values_list("close_code", flat=True)) == {1006}
     assert Connection.objects.filter(process_id="alive", closed_at__isnull=True).count() == 3
     assert ServerProcess.objects.get(id="dead").stopped_at is not None
     assert not Subscription.objects.filter(connection__process_id="dead").exists()
-    assert reap_dead_processes(60) == 0
+    assert reap_dead_processes(60) == []
 
 
 @pytest.mark.django_db
@@ -217,7 +217,7 @@ async def test_a_process_reaped_while_alive_restores_its_rows(connect, realtime)
     )
     from channels.db import database_sync_to_async
 
-    assert await database_sync_to_async(reap_dead_processes)(60) == 1
+    assert len(await database_sync_to_async(reap_dead_processes)(60)) == 1
     assert (await connection_manager.get_stats())["websocket"]["total"] == 0
     registry._next_heartbeat = 0.0
     await registry.flush()  # our heartbeat finds the process stopped: it clears that, then writes again

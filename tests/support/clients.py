@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import struct
 from typing import Any
@@ -12,6 +13,11 @@ from typing import Any
 import httpx
 import websockets
 from httpx_sse import aconnect_sse
+
+
+def without_epochs(event_id: str | None) -> str | None:
+    """An SSE position (`channel:offset-epoch,…`) without its epochs, to compare offsets alone."""
+    return None if event_id is None else re.sub(r"-[A-Za-z0-9]{1,16}(?=,|$)", "", event_id)
 
 
 class SSEReader:

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from streaming.registry_rows import reap_dead_processes
+from streaming.registry import reap_dead
 
 
 class Command(BaseCommand):
@@ -19,5 +19,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         window = options["older_than"] if options["older_than"] is not None else settings.REALTIME.liveness_window
-        reaped = reap_dead_processes(window)
+        reaped = reap_dead(window)
         self.stdout.write(f"closed {reaped} connection(s) of dead server processes")
