@@ -128,6 +128,20 @@ def test_blank_values_mean_default():
         ("LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR"),
         ("WS_API_KEY_HEADER", "X API Key", "an HTTP header name"),
         ("WS_API_KEY_HEADER", "X-Key:\nInjected", "an HTTP header name"),
+        ("CHANNEL_NAMESPACES", "chat:*", "a JSON object of channel patterns to options"),
+        ("CHANNEL_NAMESPACES", '["chat:*"]', "a JSON object of channel patterns to options"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": 3}', "'chat:*' to map to an object of options"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"histroy_size": 3}}', "'chat:*' to use only the options history_size"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"history_size": -1}}', "'chat:*' history_size to be an integer from 0"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"history_size": 2.5}}', "'chat:*' history_size to be an integer from 0"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"history_ttl": 0}}', "'chat:*' history_ttl to be an integer of seconds"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"presence": "no"}}', "'chat:*' presence to be true or false"),
+        ("CHANNEL_NAMESPACES", '{"chat:*": {"client_publish": 1}}', "'chat:*' client_publish to be true or false"),
+        ("CHANNEL_NAMESPACES", '{"a b": {}}', "patterns of 1-100 characters without spaces"),
+        ("REALTIME_SUBSCRIBE_HOOK", "myapp", "a dotted path to a callable"),
+        ("REALTIME_CONNECT_HOOK", "myapp.hooks.on connect", "a dotted path to a callable"),
+        ("REALTIME_PUBLISH_HOOK", "myapp.hooks\n.x", "a dotted path to a callable"),
+        ("REALTIME_HOOK_TIMEOUT", "0", "a number of seconds > 0"),
     ],
 )
 def test_bad_value_error_is_one_line_naming_variable_value_and_expectation(name, value, expected):
@@ -138,6 +152,27 @@ def test_bad_value_error_is_one_line_naming_variable_value_and_expectation(name,
     assert message.startswith(f"{name}=")
     assert repr(value.strip()) in message or repr(value) in message
     assert f"expected {expected}" in message
+
+
+def test_namespaces_keep_their_order_and_only_the_options_given():
+    config = load_config(
+        {
+            **DEV,
+            "CHANNEL_NAMESPACES": '{"chat:*": {"history_size": 3, "client_publish": false}, "*": {"presence": false}}',
+        }
+    )
+    first, second = config.channel_namespaces
+    assert (first.pattern, first.history_size, first.client_publish, first.presence) == ("chat:*", 3, False, None)
+    assert (second.pattern, second.presence, second.history_size) == ("*", False, None)
+    assert load_config(DEV).channel_namespaces == ()
+
+
+def test_hook_settings_are_dotted_paths_with_a_timeout():
+    config = load_config({**DEV, "REALTIME_SUBSCRIBE_HOOK": "myapp.realtime.can_join", "REALTIME_HOOK_TIMEOUT": "0.5"})
+    assert config.realtime_subscribe_hook == "myapp.realtime.can_join"
+    assert (config.realtime_connect_hook, config.realtime_publish_hook) == ("", "")
+    assert config.realtime_hook_timeout == 0.5
+    assert load_config(DEV).realtime_hook_timeout == 3.0
 
 
 def test_first_bad_value_stops_parsing_with_its_own_error():
@@ -292,6 +327,7 @@ def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
         ({**DEV, "ALLOWED_IPS": "10.0.0.0/40"}, "ALLOWED_IPS"),
         ({"DJANGO_DEBUG": "false", "WS_JWT_SECRET_KEY": STRONG_JWT_KEY}, "DJANGO_SECRET_KEY"),
         ({**PRODUCTION, "WS_JWT_SECRET_KEY": "too-short"}, "WS_JWT_SECRET_KEY"),
+        ({**DEV, "CHANNEL_NAMESPACES": '{"chat:*": {"recover": "yes"}}'}, "CHANNEL_NAMESPACES"),
     ],
 )
 def test_manage_check_with_bad_env_prints_one_line_and_fails(tmp_path, env, name):
@@ -302,6 +338,18 @@ def test_manage_check_with_bad_env_prints_one_line_and_fails(tmp_path, env, name
     assert lines[0].startswith(f"configuration error: {name}=") and "expected" in lines[0]
     assert "too-short" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [("tests.support.no_such_module.hook", "No module named"), ("streaming.protocol.BROADCAST", "is not callable")],
+)
+def test_manage_check_with_a_hook_that_cannot_be_used_prints_one_line_and_fails(tmp_path, path, problem):
+    result = manage(tmp_path, "check", **DEV, REALTIME_SUBSCRIBE_HOOK=path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: REALTIME_SUBSCRIBE_HOOK={path!r}") and problem in lines[0]
 
 
 def test_manage_check_in_production_warns_when_all_auth_is_off(tmp_path):
