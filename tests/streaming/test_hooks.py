@@ -347,7 +347,7 @@ def test_the_connections_of_a_dead_process_are_announced_once_by_their_reaper(he
     Subscription.objects.create(connection_id="c1", channel="news")
     assert reap_dead(60) == 1
     assert reap_dead(60) == 0  # claimed already: nothing is announced twice
-    assert [(name, kwargs["channel"] if "channel" in kwargs else None) for name, kwargs in heard] == [
+    assert [(name, kwargs.get("channel")) for name, kwargs in heard] == [
         ("unsubscribed", "news"),
         ("disconnected", None),
     ]
