@@ -108,11 +108,20 @@ SSE_TARGETS = {
 }
 
 
-def _chat_ours(redis: bool) -> Any:
+# A no-op subscribe and publish hook (README, "Hooks"): an async one, asked on the loop.
+NO_OP_HOOKS = {
+    "REALTIME_SUBSCRIBE_HOOK": "bench.hooks.no_objection",
+    "REALTIME_PUBLISH_HOOK": "bench.hooks.no_objection",
+}
+
+
+def _chat_ours(redis: bool, hooks: bool = False) -> Any:
     def start() -> tuple[list[S.Server], str, dict[str, Any]]:
         # the default heartbeat (30 s, as the peers' pings): 20,000 idle sockets at 10 s would
         # cost a fifth of a core in every round
         env = {**S.ours_env(redis_url=S.REDIS_URL if redis else None), "WEBSOCKET_HEARTBEAT_INTERVAL": "30"}
+        if hooks:
+            env.update(NO_OP_HOOKS, PYTHONPATH=str(S.ROOT))  # bench.hooks, also under BENCH_OURS_ROOT
         return _ours("daphne", env)()
 
     return start
@@ -125,6 +134,9 @@ CHAT_TARGETS = {
         _chat_ours(redis=True),
         ws_path="/ws/connect",
         publishers=("ws-ours",),
+    ),
+    "ours-daphne+hooks": Target(
+        "ours-daphne+hooks", _chat_ours(redis=False, hooks=True), ws_path="/ws/connect", publishers=("ws-ours",)
     ),
     "websockets": Target(
         "websockets", _single(S.peer_websockets_rooms), ws_path="/ws/connect", publishers=("ws-ours",)

@@ -16,12 +16,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from streaming import protocol
-from streaming.models import Channel, ChannelMessage
+from streaming.models import Channel, ChannelMessage, Subscription
 from streaming.namespaces import options, ttls
 
 EPOCH_LENGTH = 8
@@ -230,6 +230,35 @@ def history_expire() -> int:
             count, _ = ChannelMessage.objects.filter(channel_id__in=chunk, created_at__lt=_cutoff(ttl)).delete()
             deleted += count
     return deleted
+
+
+HEADS_PRUNED_MAX = 10_000  # head rows deleted per run (the next run goes on)
+
+
+def history_prune_heads() -> int:
+    """Delete the head rows of channels whose history is empty and idle past their TTL, with no
+    live subscriber (sync); returns how many went. Such a channel starts again at offset 1 under a
+    new epoch when next persisted to: a position of the old epoch is a reset, never a duplicate."""
+    in_use = ttls()
+    candidates = (
+        Channel.objects.filter(updated_at__lt=_cutoff(min(in_use)))
+        .exclude(Exists(ChannelMessage.objects.filter(channel_id=OuterRef("name"))))
+        .values_list("name", flat=True)[:HEADS_PRUNED_MAX]
+    )
+    by_ttl: dict[int, list[str]] = {}
+    for name in candidates:
+        by_ttl.setdefault(options(name).history_ttl, []).append(name)
+    subscribed = Subscription.objects.filter(channel=OuterRef("name"), connection__closed_at__isnull=True)
+    pruned = 0
+    for ttl, names in by_ttl.items():
+        for start in range(0, len(names), _ROWS_PER_INSERT):
+            # One statement that checks again what it deletes: a publish that moved the head on
+            # meanwhile keeps it.
+            chunk = names[start : start + _ROWS_PER_INSERT]
+            doomed = Channel.objects.filter(name__in=chunk, updated_at__lt=_cutoff(ttl))
+            doomed = doomed.exclude(Exists(ChannelMessage.objects.filter(channel_id=OuterRef("name"))))
+            pruned += doomed.exclude(Exists(subscribed))._raw_delete(doomed.db)
+    return pruned
 
 
 def _retained(channel: str):

@@ -23,7 +23,7 @@ from django.conf import settings
 from streaming import metrics, signals
 from streaming import registry_rows as rows
 from streaming.auth import Identity
-from streaming.history import history_expire
+from streaming.history import history_expire, history_prune_heads
 from streaming.limits import ClientLimits
 from streaming.registry_rows import Pending, timestamp
 
@@ -301,6 +301,7 @@ class ConnectionRegistry:
             reap_dead(settings.REALTIME.liveness_window, exclude=self.process_id)
         if expire:
             history_expire()
+            history_prune_heads()
             rows.prune_closed_connections(settings.REALTIME.closed_connection_retention)
 
     def locate(self, connection_id: str) -> str | None:

@@ -297,3 +297,47 @@ def test_history_api_pages_by_bytes(client, realtime):
         if not body["has_more"]:
             break
     assert seen == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs and the heads of idle channels
+
+
+def test_a_reset_starts_offsets_again_under_a_new_epoch_and_old_positions_are_not_recovered():
+    publish("reset-me", 3)
+    before = history_read("reset-me", since=1)
+    assert before.recovered and len(before.epoch) == 8
+    epoch = services.history_reset("reset-me")
+    assert epoch != before.epoch and offsets("reset-me") == []
+    assert [p.offset for p in publish("reset-me", 2)] == [1, 2]
+    stale = history_read("reset-me", since=1, epoch=before.epoch)
+    assert (stale.recovered, stale.messages, stale.offset, stale.epoch) == (False, [], 2, epoch)
+    current = history_read("reset-me", since=1, epoch=epoch)
+    assert current.recovered and contents(current) == [1]
+    assert history_read("reset-me", since=1).recovered  # no epoch given: judged by the offset alone
+
+
+def test_idle_empty_heads_are_pruned_unless_a_live_connection_is_subscribed():
+    from streaming.history import history_prune_heads
+    from streaming.models import Connection, ServerProcess, Subscription
+
+    for channel in ("idle", "watched", "busy"):
+        publish(channel, 2)
+    old = timezone.now() - timedelta(days=3)
+    ChannelMessage.objects.filter(channel_id__in=["idle", "watched"]).update(created_at=old)
+    Channel.objects.update(updated_at=old)  # busy keeps its messages: not pruned
+    process = ServerProcess.objects.create(
+        id="p", bus_channel="x", hostname="h", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now()
+    )
+    connection = Connection.objects.create(
+        id="c", transport="ws", process=process, connected_at=timezone.now(), last_seen=timezone.now()
+    )
+    Subscription.objects.create(connection=connection, channel="watched")
+    old_epoch = history_read("idle").epoch
+    history_expire()
+    assert history_prune_heads() == 1
+    assert sorted(Channel.objects.values_list("name", flat=True)) == ["busy", "watched"]
+    assert history_read("idle", since=2, epoch=old_epoch).recovered is False  # the old position is gone
+    (again,) = publish("idle", 1)
+    assert again.offset == 1 and history_read("idle").epoch not in ("", old_epoch)
+    assert history_prune_heads() == 0

@@ -47,7 +47,8 @@ def rows(url: str, sql: str, *params) -> list[tuple]:
     import psycopg
 
     with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as connection:
-        return connection.execute(sql, params).fetchall()
+        cursor = connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 async def publish_concurrently(servers: list[LiveServer], channel: str, publishers: int, each: int) -> list[dict]:
@@ -124,3 +125,41 @@ async def test_first_publish_race_on_brand_new_channels(servers, postgres_url):
 
 async def test_replay_to_live_boundary_on_postgres(servers):
     assert await replay_race(servers[0], "pg-boundary") >= 20
+
+
+async def test_a_reset_on_postgres_gives_a_new_epoch_and_idle_empty_heads_are_pruned(servers, postgres_url):
+    import subprocess
+    import sys
+
+    from tests.support.server import ADMIN_HEADERS, ROOT, base_env
+
+    await publish_concurrently(servers, "pg-reset", 2, 2)
+    async with httpx.AsyncClient(timeout=10) as http:
+        before = (await http.get(f"{servers[0].http}/api/channels/pg-reset/history/")).json()
+        reset = await http.delete(f"{servers[1].http}/api/channels/pg-reset/history/", headers=ADMIN_HEADERS)
+        assert reset.status_code == 200 and reset.json()["epoch"] != before["epoch"]
+        acks = await publish_concurrently(servers, "pg-reset", 1, 1)
+        assert [a["offset"] for a in acks] == [1]
+        stale = (
+            await http.get(f"{servers[0].http}/api/channels/pg-reset/history/?since=1&epoch={before['epoch']}")
+        ).json()
+        assert (stale["recovered"], stale["messages"], stale["epoch"]) == (False, [], reset.json()["epoch"])
+
+    await publish_concurrently(servers, "pg-idle", 1, 2)
+    rows(
+        postgres_url,
+        "UPDATE streaming_channelmessage SET created_at = now() - interval '3 days' WHERE channel_name = 'pg-idle'",
+    )
+    rows(
+        postgres_url,
+        "UPDATE streaming_channel SET updated_at = now() - interval '3 days' WHERE name IN ('pg-idle', 'pg-reset')",
+    )
+    code = "from streaming.history import history_expire, history_prune_heads; history_expire(); print(history_prune_heads())"
+    pruned = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=base_env(postgres_url),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert pruned.stdout.splitlines()[-1] == "1"  # pg-reset still has its message: kept
+    assert rows(postgres_url, "SELECT name FROM streaming_channel WHERE name IN ('pg-idle', 'pg-reset')") == [
+        ("pg-reset",)
+    ]
