@@ -230,7 +230,12 @@ class ConnectionRegistry:
             if not self._pending and not heartbeat_due and not (seen_due and self._seen):
                 return
             if not self._registered_process and not self._pending and not self.connections:
-                return  # nothing ever connected here: no process row needed yet
+                # Nothing ever connected here: no process row needed yet, but this process still
+                # takes its turn at reaping dead peers (it may be the only survivor).
+                if heartbeat_due:
+                    self._next_heartbeat = time.monotonic() + settings.REALTIME.liveness_window / 4
+                    await database_sync_to_async(reap_dead)(settings.REALTIME.liveness_window, self.process_id)
+                return
             pending, self._pending = self._pending, Pending()
             seen = self._collect_seen() if seen_due else {}
             if seen_due:
