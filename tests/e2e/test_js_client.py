@@ -1,6 +1,7 @@
 """The browser client (clients/js, served at /static/realtime/client.js) in real Chromium against
-real daphne processes: delivery, recovery across a server restart, token refresh, the SSE
-transport, the fallback to SSE, and refusals that stop it.
+real daphne processes: delivery, recovery across a server restart, history resets (stream
+epochs), server-side channels, token refresh, the SSE transport, the fallback to SSE, and
+refusals that stop it.
 
 Each test loads the library into a page of the server's own origin and drives it with
 `page.evaluate`; what the page's handlers received is read back and asserted.
@@ -8,16 +9,18 @@ Each test loads the library into a page of the server's own origin and drives it
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from streaming.auth import authenticator
 from tests.e2e.browser import VIEWPORT, launch_chromium, require_chromium
-from tests.support.server import ROOT, LiveServer
+from tests.support.server import ADMIN_HEADERS, ROOT, LiveServer
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -26,7 +29,7 @@ HARNESS = """async (options) => {
   const lib = await import("/static/realtime/client.js");
   const plain = (value) => JSON.parse(JSON.stringify(value ?? null, (key, item) =>
     item instanceof Error ? { name: item.name, code: item.code, message: item.message } : item));
-  const log = { events: [], traces: [], received: {}, subscribed: {}, gaps: {}, tokens: 0 };
+  const log = { events: [], traces: [], received: {}, subscribed: {}, gaps: {}, resets: {}, tokens: 0 };
   const config = { url: location.origin, ...options.client };
   if (options.getToken) config.getToken = async () => { log.tokens += 1; return await window.mintToken(); };
   const client = new lib.RealtimeClient(config);
@@ -35,16 +38,20 @@ HARNESS = """async (options) => {
   }
   client.on("trace", (trace) => log.traces.push([trace.direction, trace.label, trace.text]));
   client.on("news_update", (envelope) => (log.newsUpdates ||= []).push(envelope.content));
-  window.track = (channel) => {
-    const subscription = client.subscribe(channel);
+  const watch = (subscription) => {
+    const channel = subscription.channel;
     log.received[channel] = [];
     log.subscribed[channel] = [];
     log.gaps[channel] = 0;
+    log.resets[channel] = [];
     subscription.on("message", (envelope) => log.received[channel].push(envelope.content));
     subscription.on("subscribed", (context) => log.subscribed[channel].push(plain(context)));
     subscription.on("gap", () => (log.gaps[channel] += 1));
+    subscription.on("stream-reset", (context) => log.resets[channel].push(plain(context)));
     return subscription;
   };
+  window.track = (channel) => watch(client.subscribe(channel));
+  window.follow = (channel) => watch(client.getSubscription(channel));  // a server-side subscription
   window.lib = lib;
   window.client = client;
   window.log = log;
@@ -112,6 +119,19 @@ def post(server: LiveServer, channel: str, content, *, persist: bool = False, ty
     response = httpx.post(server.http + "/ws/send-to-channel", json={"channel": channel, "message": message, "persist": persist}, timeout=10)  # fmt: skip
     assert response.status_code == 202, response.text
     return response.json()
+
+
+def reset_history(server: LiveServer, channel: str) -> str:
+    """Reset a channel's history with the admin API; returns the new epoch."""
+    response = httpx.delete(f"{server.http}/api/channels/{channel}/history/", headers=ADMIN_HEADERS, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["offset"] == 0
+    return response.json()["epoch"]
+
+
+def position(page, channel: str) -> list:
+    """A subscription's [position, epoch]."""
+    return page.evaluate("(c) => [client.getSubscription(c).position, client.getSubscription(c).epoch]", channel)
 
 
 def wait_for(page, expression: str, timeout: int = 15_000) -> None:
@@ -229,6 +249,105 @@ def test_js_client_renews_its_token_before_expiry_and_stays_connected(live_serve
     else:
         reasons = [event["reason"] for event in events(page, "connecting")]
         assert "the token was renewed" in reasons  # the stream was reopened with the new token
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_js_client_sees_a_history_reset_live_and_goes_on_in_the_new_epoch(live_server, new_page, transport):
+    page = new_page(live_server, transport=transport)
+    channel = f"reset-live-{transport}"
+    page.evaluate("(channel) => track(channel)", channel)
+    connect(page)
+    page.evaluate("(channel) => client.getSubscription(channel).ready()", channel)
+    for n in (1, 2):
+        post(live_server, channel, f"m{n}", persist=True)
+    wait_for(page, f"log.received[{channel!r}].length === 2")
+
+    epoch = reset_history(live_server, channel)
+
+    wait_for(page, f"log.resets[{channel!r}].length === 1")
+    assert page.evaluate("(c) => log.resets[c]", channel) == [
+        {"channel": channel, "epoch": epoch, "position": 0, "resumed": False}
+    ]
+    assert position(page, channel) == [0, epoch]
+    assert page.evaluate("(c) => log.gaps[c]", channel) == 0
+    post(live_server, channel, "after", persist=True)
+    wait_for(page, f"log.received[{channel!r}].length === 3")
+    assert page.evaluate("(c) => log.received[c]", channel) == ["m1", "m2", "after"]
+    assert position(page, channel) == [1, epoch]
+    assert page.evaluate("client.state") == "connected"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_js_client_resuming_across_a_reset_is_not_recovered_and_gets_nothing_under_old_offsets(
+    live_server, publisher, new_page, restores, transport
+):
+    channel = f"reset-away-{transport}"
+    post(live_server, channel, "m1", persist=True)  # the channel has an epoch before the subscription
+    page = new_page(live_server, transport=transport, maxReconnectDelay=1000)
+    page.evaluate("(channel) => track(channel)", channel)
+    connect(page)
+    wait_for(page, f"log.received[{channel!r}].length === 1")  # the retained history
+    post(live_server, channel, "m2", persist=True)
+    wait_for(page, f"log.received[{channel!r}].length === 2")
+    old_position, old_epoch = position(page, channel)
+    assert old_position == 2 and old_epoch
+
+    restores(live_server)
+    live_server.kill()
+    wait_for(page, "client.state === 'connecting'")
+    epoch = reset_history(publisher, channel)
+    for n in (1, 2, 3):  # offsets 1-3 of the new epoch: past the page's old offset 2
+        post(publisher, channel, f"new {n}", persist=True)
+    live_server.start()
+
+    wait_for(page, f"log.subscribed[{channel!r}].length === 2", timeout=20_000)
+    traces = page.evaluate("log.traces")
+    if transport == "websocket":
+        subscribes = [
+            json.loads(text)["data"] for direction, label, text in traces if (direction, label) == ("out", "subscribe")
+        ]
+        assert subscribes[-1] == {"channel": channel, "since": 2, "epoch": old_epoch}
+    else:
+        url = [text for direction, label, text in traces if (direction, label) == ("out", "GET")][-1]
+        assert parse_qs(urlsplit(url).query)["lastEventId"] == [f"{channel}:2-{old_epoch}"]
+    assert page.evaluate("(c) => log.resets[c]", channel) == [
+        {"channel": channel, "epoch": epoch, "position": 3, "resumed": True}
+    ]
+    assert page.evaluate("(c) => log.gaps[c]", channel) == 1
+    resubscribed = page.evaluate("(c) => log.subscribed[c]", channel)[-1]
+    assert (resubscribed["resumed"], resubscribed["recovered"], resubscribed["epoch"]) == (True, False, epoch)
+    assert position(page, channel) == [3, epoch]
+    time.sleep(0.3)  # anything replayed would have arrived by now
+    assert page.evaluate("(c) => log.received[c]", channel) == ["m1", "m2"], "nothing replayed under old offsets"
+
+    post(live_server, channel, "live", persist=True)
+    wait_for(page, f"log.received[{channel!r}].length === 3")
+    assert page.evaluate("(c) => log.received[c][2]", channel) == "live"
+    assert position(page, channel) == [4, epoch]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_js_client_gets_the_server_side_channels_of_its_token_as_subscriptions(live_server, new_page, transport):
+    channel, user = f"feed-{transport}", f"ann-{transport}"
+    token = authenticator.create_access_token({"sub": user, "subs": [channel]})
+    page = new_page(live_server, transport=transport, token=token)
+    connect(page)
+    assert page.evaluate("client.connection.serverChannels") == [channel]
+    page.evaluate("(channel) => follow(channel)", channel)
+    assert page.evaluate("(c) => client.getSubscription(c).serverSide", channel) is True
+    page.evaluate("(channel) => client.getSubscription(channel).ready()", channel)
+
+    post(live_server, channel, "pushed", persist=True)
+    wait_for(page, f"log.received[{channel!r}].length === 1")
+    assert page.evaluate("(c) => log.received[c]", channel) == ["pushed"]
+    assert position(page, channel)[0] == 1
+    if transport == "websocket":
+        assert not [t for t in page.evaluate("log.traces") if t[:2] == ["out", "subscribe"]], "joined by the server"
+        counts = page.evaluate("(c) => client.presence(c, {countsOnly: true})", channel)
+        assert counts == {"channel": channel, "connections": 1, "user_count": 1}
+    else:
+        url = [t[2] for t in page.evaluate("log.traces") if t[:2] == ["out", "GET"]][-1]
+        assert "channels" not in parse_qs(urlsplit(url).query), "the server adds it to the stream"
 
 
 def test_js_client_falls_back_to_sse_when_the_websocket_is_refused(live_server_factory, new_page):

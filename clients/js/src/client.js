@@ -5,7 +5,7 @@
 import { Backoff } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { ConnectionError, FatalError, RealtimeError, ReplyError } from "./errors.js";
-import { positionAfterSubscribe } from "./positions.js";
+import { positionAfterSubscribe, wasReset } from "./positions.js";
 import { RecentIds } from "./recent-ids.js";
 import { SseTransport } from "./sse.js";
 import { LIFECYCLE_EVENTS, Subscription } from "./subscription.js";
@@ -51,7 +51,11 @@ const RETRY_SUBSCRIBE = new Set(["unavailable", "rate_limited", "internal_error"
  * @property {string} connectionId
  * @property {string | null} userId
  * @property {number} heartbeatInterval seconds
- * @property {string[] | undefined} channels the stream's channels (SSE)
+ * @property {string[] | undefined} channels the server-side channels the server joined at connect
+ *   (WebSocket); every channel of the stream (SSE)
+ * @property {string[]} serverChannels the server-side channels: each has a subscription (`serverSide`)
+ * @property {Record<string, string>} refused server-side channels the server refused, with the reason
+ * @property {any} info what the server's connect hook attached to the connection
  * @property {boolean} reconnected
  *
  * @typedef {{attempt: number, delay: number, reason: string, code?: number, status?: number}} ConnectingContext
@@ -59,6 +63,7 @@ const RETRY_SUBSCRIBE = new Set(["unavailable", "rate_limited", "internal_error"
  * @typedef {{direction: "in" | "out", label: string, text: string, id?: string | null}} TraceContext
  * @typedef {{id: string, type: string, channel: string | null, content: any,
  *   sender: {user_id: string | null, connection_id: string} | null, timestamp: string, offset: number | null}} Envelope
+ * @typedef {import("./subscription.js").ResetContext} ResetContext
  * @typedef {import("./transport.js").Failure} Failure
  * @typedef {import("./transport.js").Transport} AnyTransport
  */
@@ -213,12 +218,16 @@ export class RealtimeClient extends Emitter {
     if (transport.kind === "websocket") this._wsWorked = true;
     else if (this.options.transport === "auto") this._useSse = true; // SSE worked where WebSocket did not: keep it
     this.transport = transport.kind;
+    const serverChannels = this._serverSide(transport, data);
     this.connection = {
       transport: transport.kind,
       connectionId: data.connection_id,
       userId: data.user_id ?? null,
       heartbeatInterval: data.heartbeat_interval,
       channels: data.channels,
+      serverChannels,
+      refused: data.refused || {},
+      info: data.info,
       reconnected: this._greetings++ > 0,
     };
     clearTimeout(this._stable);
@@ -227,13 +236,45 @@ export class RealtimeClient extends Emitter {
       this._failures = 0;
     }, this.options.stableAfter);
     if (transport instanceof WebSocketTransport) {
-      for (const subscription of this._subscriptions.values()) this._subscribeOver(transport, subscription);
+      for (const subscription of this._subscriptions.values()) {
+        // A server-side channel is joined already: only a position to resume from needs a subscribe.
+        if (subscription.serverSide && subscription.position == null) subscription._subscribed(false, false);
+        else this._subscribeOver(transport, subscription);
+      }
     }
     this._scheduleRefresh();
     this._setState("connected");
     this.emit("connected", this.connection);
     for (const waiter of this._waiting) waiter.resolve();
     this._waiting.clear();
+  }
+
+  /**
+   * The server-side channels of a greeting: each gets a subscription (`serverSide`), and those of
+   * the last connection that this one lacks end.
+   * @param {AnyTransport} transport
+   * @param {Record<string, any>} data
+   * @returns {string[]}
+   */
+  _serverSide(transport, data) {
+    const implicit = ["broadcast", `user:${data.user_id}`];
+    /** @type {string[]} */
+    const channels = (data.channels || []).filter(
+      (/** @type {string} */ channel) => !(transport instanceof SseTransport && (transport.channels.includes(channel) || implicit.includes(channel))),
+    );
+    for (const subscription of [...this._subscriptions.values()]) {
+      if (subscription.serverSide && !channels.includes(subscription.channel)) {
+        this._subscriptions.delete(subscription.channel);
+        subscription._ended(null);
+      }
+    }
+    for (const channel of channels) {
+      if (this._subscriptions.has(channel)) continue;
+      const subscription = new Subscription(this, channel, null);
+      subscription.serverSide = true;
+      this._subscriptions.set(channel, subscription);
+    }
+    return channels;
   }
 
   /**
@@ -523,22 +564,25 @@ export class RealtimeClient extends Emitter {
   }
 
   /**
-   * A page of a channel's retained history: `{channel, offset, messages, recovered, has_more}`.
+   * A page of a channel's retained history: `{channel, offset, epoch, messages, recovered, has_more}`.
+   * With `epoch`, a `since` of another epoch (the history was reset since) is `recovered: false`.
    * @param {string} channel
-   * @param {{since?: number, limit?: number}} [options]
-   * @returns {Promise<{channel: string, offset: number, messages: Envelope[], recovered: boolean, has_more: boolean}>}
+   * @param {{since?: number, limit?: number, epoch?: string}} [options]
+   * @returns {Promise<{channel: string, offset: number, epoch: string, messages: Envelope[], recovered: boolean, has_more: boolean}>}
    */
-  history(channel, { since, limit } = {}) {
-    return this.request("history", { channel, since, limit });
+  history(channel, { since, limit, epoch } = {}) {
+    return this.request("history", { channel, since, limit, epoch });
   }
 
   /**
-   * Who is on a channel: `{channel, connections, users}`.
+   * Who is on a channel: `{channel, connections, user_count, users}`; with `countsOnly`, the counts
+   * without `users` (also on channels whose presence is off).
    * @param {string} channel
-   * @returns {Promise<{channel: string, connections: number, users: string[]}>}
+   * @param {{countsOnly?: boolean}} [options]
+   * @returns {Promise<{channel: string, connections: number, user_count: number, users?: string[]}>}
    */
-  presence(channel) {
-    return this.request("presence", { channel });
+  presence(channel, { countsOnly } = {}) {
+    return this.request("presence", countsOnly ? { channel, counts_only: true } : { channel });
   }
 
   /** The round trip of a `ping`, in ms. @returns {Promise<number>} */
@@ -553,17 +597,17 @@ export class RealtimeClient extends Emitter {
   /**
    * Subscribe to a channel (or get the subscription there is). It survives reconnections and
    * disconnect()/connect(), resuming each time from the last position seen; `since` starts it
-   * after a position of your own (an `offset`).
+   * after a position of your own (an `offset`, of the history `epoch` when given).
    * @param {string} channel
-   * @param {{since?: unknown}} [options]
+   * @param {{since?: unknown, epoch?: string}} [options]
    */
-  subscribe(channel, { since } = {}) {
+  subscribe(channel, { since, epoch } = {}) {
     if (typeof channel !== "string" || !CHANNEL_RE.test(channel)) {
       throw new RealtimeError("invalid_channel", `not a channel name: ${JSON.stringify(channel)}`);
     }
     let subscription = this._subscriptions.get(channel);
     if (subscription) return subscription;
-    subscription = new Subscription(this, channel, since);
+    subscription = new Subscription(this, channel, since, epoch);
     this._subscriptions.set(channel, subscription);
     const transport = this._t;
     if (transport instanceof WebSocketTransport && this.state === "connected") this._subscribeOver(transport, subscription);
@@ -586,18 +630,19 @@ export class RealtimeClient extends Emitter {
    * @param {Subscription} subscription
    */
   _subscribeOver(transport, subscription) {
-    const { channel } = subscription;
+    const { channel, epoch } = subscription;
     const since = subscription.position;
     const current = () => this._t === transport && this._subscriptions.get(channel) === subscription;
     subscription._setState("subscribing");
     this._send(
       transport,
       "subscribe",
-      since == null ? { channel } : { channel, since },
+      since == null ? { channel } : epoch ? { channel, since, epoch } : { channel, since },
       (reply) => {
         if (!current()) return;
         subscription.position = positionAfterSubscribe(since, reply);
-        subscription._subscribed(since != null, Boolean(reply.recovered));
+        subscription.epoch = reply.epoch || null;
+        subscription._subscribed(since != null, Boolean(reply.recovered), wasReset(since, epoch, reply));
       },
       /** @param {any} error */
       (error) => {
@@ -671,12 +716,31 @@ export class RealtimeClient extends Emitter {
     if (!LIFECYCLE_EVENTS.has(envelope.type)) this.emit(envelope.type, envelope);
   }
 
-  /** Called by the SSE transport with the positions of an event's `id:`. @param {Map<string, unknown>} positions */
+  /**
+   * Called by the SSE transport with the positions of an event's `id:`.
+   * @param {Map<string, {position: unknown, epoch: string | null}>} positions
+   */
   _positions(positions) {
-    for (const [channel, position] of positions) {
+    for (const [channel, { position, epoch }] of positions) {
       const subscription = this._subscriptions.get(channel);
-      if (subscription) subscription.position = position;
+      if (subscription) Object.assign(subscription, { position, epoch });
     }
+  }
+
+  /**
+   * Called by a transport told live that a channel's history was reset: offsets start again.
+   * @param {string} channel
+   * @param {string | null} epoch
+   * @param {unknown} position
+   */
+  _streamReset(channel, epoch, position) {
+    const subscription = this._subscriptions.get(channel);
+    if (!subscription) {
+      this.emit("stream-reset", /** @type {ResetContext} */ ({ channel, epoch, position, resumed: false }));
+      return;
+    }
+    Object.assign(subscription, { position, epoch });
+    subscription._reset(false);
   }
 
   /**

@@ -7,7 +7,7 @@
 // needs no CORS preflight.
 
 import { EventStreamParser } from "./sse-parser.js";
-import { formatEventId, parseEventId } from "./positions.js";
+import { formatEventId, parseEventId, wasReset } from "./positions.js";
 import { Transport } from "./transport.js";
 
 export class SseTransport extends Transport {
@@ -18,12 +18,14 @@ export class SseTransport extends Transport {
   constructor(client, token) {
     super(client, token);
     this.kind = /** @type {const} */ ("sse");
-    /** The channels of this stream, fixed for its life. @type {string[]} */
+    /** The channels this stream asks for, fixed for its life (the server adds server-side ones). @type {string[]} */
     this.channels = [];
-    /** Channels asked to resume from a position. @type {Set<string>} */
-    this.resumed = new Set();
-    /** Channels whose history no longer reached back to their position (`stream-reset`). @type {Set<string>} */
+    /** The positions the stream resumes from, by channel. @type {Map<string, {position: unknown, epoch: string | null}>} */
+    this.resumed = new Map();
+    /** Channels whose history no longer reached back to their position (`stream-reset` before `stream-open`). @type {Set<string>} */
     this.reset = new Set();
+    /** `stream-open` came: the replay is over, and a `stream-reset` from now on is a live one. */
+    this.opened = false;
     /** @type {{condition?: string, text?: string} | null} */
     this.streamError = null;
     /** @type {AbortController | null} */
@@ -35,13 +37,13 @@ export class SseTransport extends Transport {
     const { client } = this;
     const { apiKey, ssePath } = client.options;
     const subscriptions = [...client._subscriptions.values()];
-    this.channels = subscriptions.map((sub) => sub.channel);
-    this.resumed = new Set(subscriptions.filter((sub) => sub.position != null).map((sub) => sub.channel));
+    this.channels = subscriptions.filter((sub) => !sub.serverSide).map((sub) => sub.channel);
+    for (const { channel, position, epoch } of subscriptions) if (position != null) this.resumed.set(channel, { position, epoch });
     const query = [];
     if (this.channels.length) query.push(`channels=${this.channels.map(encodeURIComponent).join(",")}`);
     const credential = this.token ? "token" : apiKey ? "api_key" : "";
     if (credential) query.push(`${credential}=${encodeURIComponent(this.token || apiKey || "")}`);
-    const lastEventId = formatEventId(subscriptions.map((sub) => [sub.channel, sub.position]));
+    const lastEventId = formatEventId(subscriptions.map((sub) => [sub.channel, sub.position, sub.epoch]));
     if (lastEventId) query.push(`lastEventId=${encodeURIComponent(lastEventId)}`);
     const url = client._endpoint(ssePath, "http") + (query.length ? `?${query.join("&")}` : "");
     client._trace("out", "GET", credential ? url.replace(/(token|api_key)=[^&]*/, "$1=[redacted]") : url);
@@ -93,15 +95,25 @@ export class SseTransport extends Transport {
     } catch {
       return;
     }
-    if (id) client._positions(parseEventId(id));
+    const positions = parseEventId(id);
+    client._positions(positions);
     if (event === "connected") {
       this._greet(payload?.data || {});
     } else if (event === "stream-reset") {
-      for (const channel of payload?.channels || []) this.reset.add(channel);
+      for (const channel of payload?.channels || []) {
+        const at = positions.get(channel);
+        if (this.opened) client._streamReset(channel, at ? at.epoch : null, at ? at.position : 0);
+        else this.reset.add(channel);
+      }
     } else if (event === "stream-open") {
-      for (const channel of this.channels) {
-        const resumed = this.resumed.has(channel);
-        client._subscriptions.get(channel)?._subscribed(resumed, resumed && !this.reset.has(channel));
+      this.opened = true;
+      for (const channel of payload?.channels || this.channels) {
+        const subscription = client._subscriptions.get(channel);
+        const since = this.resumed.get(channel);
+        if (!subscription) continue;
+        const recovered = Boolean(since) && !this.reset.has(channel);
+        const now = { offset: subscription.position, epoch: subscription.epoch, recovered };
+        subscription._subscribed(Boolean(since), recovered, wasReset(since?.position, since?.epoch ?? null, now));
       }
     } else if (event === "stream-error") {
       this.streamError = payload;

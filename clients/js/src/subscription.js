@@ -6,14 +6,18 @@ import { ConnectionError } from "./errors.js";
 /** Event names of the client and its subscriptions: an envelope of such a `type` reaches `message` only. */
 export const LIFECYCLE_EVENTS = new Set([
   "state", "connecting", "connected", "disconnected", "error", "message", "trace",
-  "subscribed", "unsubscribed", "gap",
+  "subscribed", "unsubscribed", "gap", "stream-reset",
 ]); // prettier-ignore
 
 /**
  * @typedef {"subscribing" | "subscribed" | "unsubscribed"} SubscriptionState
- * @typedef {{channel: string, resumed: boolean, recovered: boolean, position: unknown}} SubscribedContext
+ * @typedef {{channel: string, resumed: boolean, recovered: boolean, position: unknown, epoch: string | null}} SubscribedContext
  *   `resumed`: the subscription asked to continue from a position; `recovered`: it did, and nothing
  *   published since was missed.
+ * @typedef {{channel: string, position: unknown, epoch: string | null}} GapContext
+ * @typedef {{channel: string, epoch: string | null, position: unknown, resumed: boolean}} ResetContext
+ *   the channel's history was reset: offsets start again under `epoch`, from `position`; `resumed`:
+ *   found on resuming (what was published meanwhile is not replayed), else told live.
  */
 
 export class Subscription extends Emitter {
@@ -22,15 +26,20 @@ export class Subscription extends Emitter {
    * @param {import("./client.js").RealtimeClient} client
    * @param {string} channel
    * @param {unknown} since
+   * @param {string | null} [epoch]
    */
-  constructor(client, channel, since) {
+  constructor(client, channel, since, epoch) {
     super();
     this.client = client;
     this.channel = channel;
     /** @type {SubscriptionState} */
     this.state = "subscribing";
-    /** Where the next (re)subscription resumes from: opaque, from the server. @type {unknown} */
+    /** Where the next (re)subscription resumes from: the offset of the last envelope seen. @type {unknown} */
     this.position = since ?? null;
+    /** The epoch of `position`: changes when the channel's history is reset. @type {string | null} */
+    this.epoch = epoch || null;
+    /** Joined by the server at connect (a server-side subscription), not by `subscribe()`. */
+    this.serverSide = false;
     /** Whether the last resumption missed nothing; null when it did not resume. @type {boolean | null} */
     this.recovered = null;
     /** Why the server refused the subscription, when it did. @type {Error | null} */
@@ -82,14 +91,25 @@ export class Subscription extends Emitter {
    * The server confirmed the subscription; the replayed history follows.
    * @param {boolean} resumed
    * @param {boolean} recovered
+   * @param {boolean} [reset] the resumption found the channel's history reset
    */
-  _subscribed(resumed, recovered) {
+  _subscribed(resumed, recovered, reset = false) {
+    const { channel, position, epoch } = this;
     this.recovered = resumed ? recovered : null;
-    if (resumed && !recovered) this.emit("gap", { channel: this.channel, position: this.position });
+    if (reset) this._reset(true);
+    if (resumed && !recovered) this.emit("gap", /** @type {GapContext} */ ({ channel, position, epoch }));
     this._setState("subscribed");
     /** @type {SubscribedContext} */
-    const context = { channel: this.channel, resumed, recovered: resumed && recovered, position: this.position };
+    const context = { channel, resumed, recovered: resumed && recovered, position, epoch };
     this.emit("subscribed", context);
+  }
+
+  /** The channel's history was reset (`position` and `epoch` are the new ones). @param {boolean} resumed */
+  _reset(resumed) {
+    /** @type {ResetContext} */
+    const context = { channel: this.channel, epoch: this.epoch, position: this.position, resumed };
+    this.emit("stream-reset", context);
+    this.client.emit("stream-reset", context);
   }
 
   /** @param {Record<string, any>} envelope */

@@ -68,6 +68,9 @@ export class WebSocketTransport extends Transport {
       client._reply(frame);
     } else if ("id" in frame && "timestamp" in frame) {
       client._envelope(frame, true);
+    } else if (frame.type === "stream-reset") {
+      const { channel, epoch, offset } = frame.content || {};
+      client._streamReset(channel, epoch || null, offset ?? 0);
     }
   }
 

@@ -49,7 +49,7 @@ test("the stream URL carries the channels and the token; envelopes of every type
   assert.equal(types.of("message").length, 2);
   assert.equal(news.position, 1);
   assert.equal(rt.getSubscription("user:alice").position, 0);
-  assert.deepEqual(subscribed.of("subscribed"), [{ channel: "news", resumed: false, recovered: false, position: 1 }]);
+  assert.deepEqual(subscribed.of("subscribed"), [{ channel: "news", resumed: false, recovered: false, position: 1, epoch: null }]);
   assert.equal(news.state, "subscribed");
 });
 
@@ -110,7 +110,7 @@ test("after the stream drops it resumes from the last id: replayed messages once
   second.send("stream-open", { channels: ["news"], offsets: { news: 2 } }, "news:2");
   await waitFor(() => events.length === 1);
   assert.deepEqual(got, ["m1", "m2"]);
-  assert.deepEqual(events.of("subscribed"), [{ channel: "news", resumed: true, recovered: true, position: 2 }]);
+  assert.deepEqual(events.of("subscribed"), [{ channel: "news", resumed: true, recovered: true, position: 2, epoch: null }]);
   assert.equal(news.recovered, true);
 });
 
@@ -118,7 +118,7 @@ test("stream-reset is a gap on the subscription, and the reset's id is the new p
   const fetch = fakeFetch();
   const rt = client({ fetch });
   const quotes = rt.subscribe("quotes", { since: 1 });
-  const events = record(quotes, ["gap", "subscribed"]);
+  const events = record(quotes, ["gap", "subscribed", "stream-reset"]);
   rt.connect();
   const request = await fetch.nth(1);
   assert.equal(request.param("lastEventId"), "quotes:1");
@@ -126,7 +126,7 @@ test("stream-reset is a gap on the subscription, and the reset's id is the new p
   request.send("stream-reset", { channels: ["quotes"] }, "quotes:4");
   request.send("stream-open", { channels: ["quotes"], offsets: { quotes: 4 } }, "quotes:4");
   await waitFor(() => events.length === 2);
-  assert.deepEqual(events.map(([name]) => name), ["gap", "subscribed"]);
+  assert.deepEqual(events.map(([name]) => name), ["gap", "subscribed"], "history trimmed: a gap, not a reset");
   assert.equal(events.of("subscribed")[0].recovered, false);
   assert.equal(quotes.position, 4);
 });
@@ -227,4 +227,87 @@ test("auto: when neither transport gets through, the next attempt starts with We
   (await FakeWebSocket.nth(2)).greet();
   await waitFor(() => rt.state === "connected");
   assert.equal(rt.transport, "websocket");
+});
+
+test("an id's position is an offset and an epoch: both are kept per channel and sent back as they came", async () => {
+  const fetch = fakeFetch();
+  const rt = client({ fetch });
+  const news = rt.subscribe("news");
+  rt.subscribe("user:alice");
+  rt.connect();
+  const first = (await fetch.nth(1)).greet();
+  first.envelope(envelope("news", "n7", { offset: 7 }), "news:7-k3v9q2zd,user%3Aalice:2-U1");
+  first.send("stream-open", { channels: ["news", "user:alice"], offsets: { news: 7, "user:alice": 2 } }, "news:7-k3v9q2zd,user%3Aalice:2-U1");
+  await waitFor(() => news.state === "subscribed");
+  assert.deepEqual([news.position, news.epoch], [7, "k3v9q2zd"]);
+  assert.deepEqual(rt.getSubscription("user:alice").epoch, "U1");
+  first.end();
+  const second = await fetch.nth(2);
+  assert.equal(second.param("lastEventId"), "news:7-k3v9q2zd,user%3Aalice:2-U1");
+});
+
+test("a resumption whose epoch is gone is a reset: stream-reset, gap, subscribed, and nothing replayed", async () => {
+  const fetch = fakeFetch();
+  const rt = client({ fetch });
+  const quotes = rt.subscribe("quotes", { since: 3, epoch: "e1" });
+  const events = record(quotes, ["stream-reset", "gap", "subscribed", "message"]);
+  const onClient = record(rt, ["stream-reset"]);
+  rt.connect();
+  const request = await fetch.nth(1);
+  assert.equal(request.param("lastEventId"), "quotes:3-e1");
+  request.greet();
+  request.send("stream-reset", { channels: ["quotes"] }, "quotes:5-e2");
+  request.send("stream-open", { channels: ["quotes"], offsets: { quotes: 5 }, epochs: { quotes: "e2" } }, "quotes:5-e2");
+  await waitFor(() => events.length === 3);
+  assert.deepEqual(events.map(([name]) => name), ["stream-reset", "gap", "subscribed"]);
+  assert.deepEqual(events.of("stream-reset"), [{ channel: "quotes", epoch: "e2", position: 5, resumed: true }]);
+  assert.deepEqual(onClient.of("stream-reset"), events.of("stream-reset"));
+  assert.deepEqual(events.of("subscribed")[0], { channel: "quotes", resumed: true, recovered: false, position: 5, epoch: "e2" });
+  assert.deepEqual([quotes.position, quotes.epoch], [5, "e2"]);
+});
+
+test("a stream-reset after stream-open is a live reset: the position starts again at 0 of the new epoch", async () => {
+  const fetch = fakeFetch();
+  const rt = client({ fetch });
+  const news = rt.subscribe("news");
+  const events = record(news, ["stream-reset", "gap", "message"]);
+  rt.connect();
+  const first = (await fetch.nth(1)).greet();
+  first.send("stream-open", { channels: ["news"], offsets: { news: 4 }, epochs: { news: "e1" } }, "news:4-e1");
+  await waitFor(() => news.state === "subscribed");
+  first.send("stream-reset", { channels: ["news"] }, "news:0-e2");
+  await waitFor(() => events.length === 1);
+  assert.deepEqual(events.of("stream-reset"), [{ channel: "news", epoch: "e2", position: 0, resumed: false }]);
+  assert.deepEqual([news.position, news.epoch, news.state], [0, "e2", "subscribed"]);
+  first.envelope(envelope("news", "first of e2", { offset: 1 }), "news:1-e2");
+  await waitFor(() => events.of("message").length === 1);
+  assert.equal(events.of("gap").length, 0);
+  first.end();
+  assert.equal((await fetch.nth(2)).param("lastEventId"), "news:1-e2");
+});
+
+test("server-side channels of an SSE greeting get subscriptions, are not asked for, and resume with the stream", async () => {
+  const fetch = fakeFetch();
+  const rt = client({ fetch, token: fakeJwt("alice", 600) });
+  rt.subscribe("news");
+  rt.connect();
+  const first = (await fetch.nth(1)).greet({ user_id: "alice", channels: ["news", "alerts", "broadcast", "user:alice"], info: { plan: "pro" } });
+  await waitFor(() => rt.state === "connected");
+  assert.deepEqual(rt.connection.serverChannels, ["alerts"]);
+  assert.deepEqual(rt.connection.info, { plan: "pro" });
+  const alerts = rt.getSubscription("alerts");
+  assert.equal(alerts.serverSide, true);
+  const got = record(alerts, ["subscribed", "message"]);
+  first.send("stream-open", { channels: ["news", "alerts"], offsets: { news: 0, alerts: 2 } }, "news:0,alerts:2-a1");
+  first.envelope(envelope("alerts", "fire", { offset: 3 }), "news:0,alerts:3-a1");
+  await waitFor(() => got.of("message").length === 1);
+  assert.equal(got.of("subscribed")[0].resumed, false);
+  assert.deepEqual([alerts.position, alerts.epoch], [3, "a1"]);
+  first.end();
+  const second = await fetch.nth(2);
+  assert.equal(second.param("channels"), "news", "the server adds its own channels");
+  assert.equal(second.param("lastEventId"), "news:0,alerts:3-a1");
+  second.greet({ user_id: "alice", channels: ["news", "broadcast", "user:alice"] });
+  await waitFor(() => alerts.state === "unsubscribed");
+  assert.equal(rt.getSubscription("alerts"), null);
 });

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Backoff } from "../src/backoff.js";
-import { formatEventId, parseEventId, positionAfterSubscribe } from "../src/positions.js";
+import { formatEventId, parseEventId, positionAfterSubscribe, wasReset } from "../src/positions.js";
 import { RecentIds } from "../src/recent-ids.js";
 import { EventStreamParser } from "../src/sse-parser.js";
 import { refreshDelay, tokenExpiry } from "../src/token.js";
@@ -37,22 +37,37 @@ test("backoff with the real random source stays within [0, ceiling] and spreads 
   assert.ok(delays.size > 50, "jitter: clients dropped together come back at different times");
 });
 
-test("an SSE id is read as positions per channel, percent-decoded, skipping what is not a position", () => {
-  const positions = parseEventId("news:7,user%3Aalice:3,garbage,:4,alerts:0");
-  assert.deepEqual([...positions], [["news", 7], ["user:alice", 3], ["alerts", 0]]);
+const at = (position, epoch = null) => ({ position, epoch });
+
+test("an SSE id is read as an offset and an epoch per channel, percent-decoded, skipping what is not a position", () => {
+  const positions = parseEventId("news:7-k3v9q2zd,user%3Aalice:3,garbage,:4,alerts:0-A1");
+  assert.deepEqual([...positions], [["news", at(7, "k3v9q2zd")], ["user:alice", at(3)], ["alerts", at(0, "A1")]]);
   assert.equal(parseEventId("").size, 0);
   assert.equal(parseEventId(null).size, 0);
 });
 
 test("positions are written back in the server's format, channels without one left out", () => {
-  const id = formatEventId([["news", 7], ["user:alice", 3], ["fresh", null], ["me@x", 1]]);
-  assert.equal(id, "news:7,user%3Aalice:3,me%40x:1");
-  assert.deepEqual([...parseEventId(id)], [["news", 7], ["user:alice", 3], ["me@x", 1]]);
+  const id = formatEventId([["news", 7, "k3v9q2zd"], ["user:alice", 3], ["fresh", null, "x1"], ["me@x", 1, null]]);
+  assert.equal(id, "news:7-k3v9q2zd,user%3Aalice:3,me%40x:1");
+  assert.deepEqual([...parseEventId(id)], [["news", at(7, "k3v9q2zd")], ["user:alice", at(3)], ["me@x", at(1)]]);
 });
 
 test("positions the client does not understand are kept as they are (opaque)", () => {
-  assert.deepEqual([...parseEventId("news:e3-17")], [["news", "e3-17"]]);
-  assert.equal(formatEventId(parseEventId("news:e3-17")), "news:e3-17");
+  for (const raw of ["e3-17", "17-", "17-epoch-with-dashes", "17-abcdefghijklmnopq"]) {
+    assert.deepEqual([...parseEventId(`news:${raw}`)], [["news", at(raw)]], raw);
+    const { position, epoch } = parseEventId(`news:${raw}`).get("news");
+    assert.equal(formatEventId([["news", position, epoch]]), `news:${raw}`);
+  }
+});
+
+test("a resumption is a reset when the server's epoch is another, or its head is behind the position", () => {
+  assert.equal(wasReset(5, "old", { offset: 2, epoch: "new", recovered: false }), true);
+  assert.equal(wasReset(5, "old", { offset: 9, epoch: "new", recovered: false }), true); // new history grew past 5
+  assert.equal(wasReset(5, null, { offset: 2, epoch: "new", recovered: false }), true); // no epoch known: the head says it
+  assert.equal(wasReset(5, "same", { offset: 9, epoch: "same", recovered: false }), false); // a gap: history trimmed
+  assert.equal(wasReset(5, "same", { offset: 9, epoch: "same", recovered: true }), false);
+  assert.equal(wasReset(null, "old", { offset: 0, epoch: "new", recovered: false }), false); // not a resumption
+  assert.equal(wasReset("opaque", null, { offset: 0, epoch: "", recovered: false }), false);
 });
 
 test("after a subscribe reply the head becomes the position only when nothing is to be replayed", () => {

@@ -24,9 +24,9 @@ async function connected(rt, count = 1, data = {}) {
 }
 
 /** Answer the `count`-th subscribe on `socket` as the server would: the reply, then the history. */
-async function answerSubscribe(socket, { offset = 0, recovered = false, history = [], count = 1 } = {}) {
+async function answerSubscribe(socket, { offset = 0, epoch = "", recovered = false, history = [], count = 1 } = {}) {
   const frame = await socket.request("subscribe", count);
-  socket.reply(frame, "subscribed", { channel: frame.data.channel, offset, recovered });
+  socket.reply(frame, "subscribed", { channel: frame.data.channel, offset, epoch, recovered });
   for (const item of history) socket.push(item);
   return frame;
 }
@@ -49,7 +49,10 @@ test("connect() opens /ws/connect on the base URL, token as the subprotocol pair
   assert.equal(rt.transport, "websocket");
   assert.deepEqual(events.of("state").map((change) => change.state), ["connecting", "connected"]);
   assert.deepEqual(events.of("connected"), [
-    { transport: "websocket", connectionId: "c9", userId: "alice", heartbeatInterval: 25, channels: undefined, reconnected: false },
+    {
+      transport: "websocket", connectionId: "c9", userId: "alice", heartbeatInterval: 25, channels: undefined,
+      serverChannels: [], refused: {}, info: undefined, reconnected: false,
+    },
   ]);
   await rt.disconnect();
 });
@@ -66,7 +69,7 @@ test("a subscription gets its envelopes, the client every envelope and each type
   socket.push(first); // live delivery overlapping the replay
   socket.push(envelope("user:alice", { title: "hi" }, { type: "notification" }));
   await waitFor(() => onClient.of("notification").length === 1);
-  assert.deepEqual(onSub.of("subscribed"), [{ channel: "news", resumed: false, recovered: false, position: null }]);
+  assert.deepEqual(onSub.of("subscribed"), [{ channel: "news", resumed: false, recovered: false, position: null, epoch: null }]);
   assert.deepEqual(onSub.of("message").map((e) => e.content), ["one"]);
   assert.deepEqual(onSub.of("news_update").map((e) => e.id), [first.id]);
   assert.deepEqual(onClient.of("message").map((e) => e.content), ["one", { title: "hi" }]);
@@ -114,7 +117,7 @@ test("a resumption that history no longer reaches is reported as a gap, and the 
   await answerSubscribe(second, { offset: 9, recovered: false });
   await waitFor(() => events.length === 2);
   assert.deepEqual(events.map(([name]) => name), ["gap", "subscribed"]);
-  assert.deepEqual(events.of("subscribed")[0], { channel: "quotes", resumed: true, recovered: false, position: 9 });
+  assert.deepEqual(events.of("subscribed")[0], { channel: "quotes", resumed: true, recovered: false, position: 9, epoch: null });
   assert.equal(quotes.position, 9);
   assert.equal(quotes.recovered, false);
   await rt.disconnect();
@@ -405,5 +408,130 @@ test("trace reports frames in and out without credentials", async () => {
   assert.match(log, /in connected/);
   assert.match(log, /out refresh .*"token":"\[redacted\]"/);
   assert.ok(!log.includes(token) && !log.includes("secret-key"), log);
+  await rt.disconnect();
+});
+
+test("a resubscription sends its epoch with since; a reply of another epoch is a reset: stream-reset, gap, subscribed", async () => {
+  const rt = client();
+  const socket = await connected(rt);
+  const news = rt.subscribe("news");
+  const history = [1, 2, 3].map((n) => envelope("news", `m${n}`, { offset: n }));
+  await answerSubscribe(socket, { offset: 3, epoch: "e1", history });
+  await waitFor(() => news.position === 3);
+  assert.equal(news.epoch, "e1");
+  const events = record(news, ["stream-reset", "gap", "subscribed", "message"]);
+  const onClient = record(rt, ["stream-reset", "message"]);
+
+  socket.drop(1006); // meanwhile the channel's history is reset and one message is published under e2
+  const second = await FakeWebSocket.nth(2);
+  second.greet();
+  const frame = await answerSubscribe(second, { offset: 1, epoch: "e2", recovered: false });
+  assert.deepEqual(frame.data, { channel: "news", since: 3, epoch: "e1" });
+  await waitFor(() => events.of("subscribed").length === 1);
+  assert.deepEqual(events.map(([name]) => name), ["stream-reset", "gap", "subscribed"]);
+  const reset = { channel: "news", epoch: "e2", position: 1, resumed: true };
+  assert.deepEqual(events.of("stream-reset"), [reset]);
+  assert.deepEqual(onClient.of("stream-reset"), [reset]);
+  assert.deepEqual(events.of("gap"), [{ channel: "news", position: 1, epoch: "e2" }]);
+  assert.deepEqual(events.of("subscribed")[0], { channel: "news", resumed: true, recovered: false, position: 1, epoch: "e2" });
+  assert.equal(news.recovered, false);
+  second.push(envelope("news", "m2 of e2", { offset: 2 }));
+  assert.equal(news.position, 2);
+
+  second.drop(1006); // now the history is only trimmed: a gap within the same epoch, not a reset
+  const third = await FakeWebSocket.nth(3);
+  third.greet();
+  const again = await answerSubscribe(third, { offset: 9, epoch: "e2", recovered: false });
+  assert.deepEqual(again.data, { channel: "news", since: 2, epoch: "e2" });
+  await waitFor(() => events.of("subscribed").length === 2);
+  assert.equal(events.of("stream-reset").length, 1);
+  assert.equal(events.of("gap").length, 2);
+  assert.equal(news.position, 9);
+  await rt.disconnect();
+});
+
+test("a stream-reset frame restarts a live subscription's position at 0 of the new epoch and is reported", async () => {
+  const rt = client();
+  const socket = await connected(rt);
+  const news = rt.subscribe("news");
+  await answerSubscribe(socket, { offset: 5, epoch: "e1" });
+  await news.ready();
+  const events = record(news, ["stream-reset", "gap", "message"]);
+  const onClient = record(rt, ["stream-reset", "message"]);
+
+  socket.push({ type: "stream-reset", content: { channel: "news", epoch: "e2", offset: 0 } });
+  socket.push({ type: "stream-reset", content: { channel: "user:alice", epoch: "u7", offset: 0 } }); // no subscription
+  assert.deepEqual(events.of("stream-reset"), [{ channel: "news", epoch: "e2", position: 0, resumed: false }]);
+  assert.deepEqual(onClient.of("stream-reset"), [
+    { channel: "news", epoch: "e2", position: 0, resumed: false },
+    { channel: "user:alice", epoch: "u7", position: 0, resumed: false },
+  ]);
+  assert.deepEqual([news.position, news.epoch, news.state], [0, "e2", "subscribed"]);
+  assert.equal(events.of("gap").length + onClient.of("message").length, 0, "neither a gap nor a message");
+  socket.push(envelope("news", "first of e2", { offset: 1 }));
+  assert.equal(news.position, 1);
+
+  socket.drop(1006);
+  const second = await FakeWebSocket.nth(2);
+  second.greet();
+  const frame = await answerSubscribe(second, { offset: 1, epoch: "e2", recovered: true });
+  assert.deepEqual(frame.data, { channel: "news", since: 1, epoch: "e2" });
+  await rt.disconnect();
+});
+
+test("server-side channels of the greeting are subscriptions at once, resumed from their position, ended when dropped", async () => {
+  const rt = client();
+  const news = rt.subscribe("news");
+  const socket = await connected(rt, 1, { channels: ["alerts", "news"], refused: { "private-x": "no grant" }, info: { plan: "pro" } });
+  assert.deepEqual(rt.connection.serverChannels, ["alerts", "news"]);
+  assert.deepEqual(rt.connection.refused, { "private-x": "no grant" });
+  assert.deepEqual(rt.connection.info, { plan: "pro" });
+  const alerts = rt.getSubscription("alerts");
+  assert.ok(alerts);
+  assert.deepEqual([alerts.serverSide, alerts.state, news.serverSide], [true, "subscribed", false]);
+  await answerSubscribe(socket); // the explicit one is subscribed as before
+  await sleep(10);
+  assert.deepEqual(socket.frames("subscribe").map((f) => f.data.channel), ["news"], "no subscribe for a joined channel");
+  const got = record(alerts, ["message", "unsubscribed"]);
+  socket.push(envelope("alerts", "fire", { offset: 4 }));
+  assert.deepEqual(got.of("message").map((e) => e.content), ["fire"]);
+  assert.equal(alerts.position, 4);
+
+  socket.drop(1006);
+  const second = await FakeWebSocket.nth(2);
+  second.greet({ channels: ["alerts"] });
+  const frames = await waitFor(() => second.frames("subscribe").length === 2 && second.frames("subscribe"));
+  assert.deepEqual(frames.map((f) => f.data).sort((a, b) => a.channel.localeCompare(b.channel)), [
+    { channel: "alerts", since: 4 },
+    { channel: "news", since: 0 },
+  ]);
+  assert.equal(rt.getSubscription("alerts"), alerts);
+
+  second.drop(1006);
+  const third = await FakeWebSocket.nth(3);
+  third.greet(); // the server no longer joins it
+  await waitFor(() => alerts.state === "unsubscribed");
+  assert.deepEqual(got.of("unsubscribed"), [{ channel: "alerts", error: null }]);
+  assert.equal(rt.getSubscription("alerts"), null);
+  await third.request("subscribe");
+  await sleep(10);
+  assert.deepEqual(third.frames("subscribe").map((f) => f.data.channel), ["news"]);
+  await rt.disconnect();
+});
+
+test("presence with countsOnly asks for the counts alone; history passes an epoch", async () => {
+  const rt = client();
+  const socket = await connected(rt);
+  const counts = rt.presence("lobby", { countsOnly: true });
+  const frame = await socket.request("presence");
+  assert.deepEqual(frame.data, { channel: "lobby", counts_only: true });
+  socket.reply(frame, "presence", { channel: "lobby", connections: 3, user_count: 2 });
+  assert.deepEqual(await counts, { channel: "lobby", connections: 3, user_count: 2 });
+
+  const history = rt.history("news", { since: 4, epoch: "e1" });
+  const historyFrame = await socket.request("history");
+  assert.deepEqual(historyFrame.data, { channel: "news", since: 4, epoch: "e1" });
+  socket.reply(historyFrame, "history", { channel: "news", offset: 1, epoch: "e2", messages: [], recovered: false, has_more: false });
+  assert.equal((await history).epoch, "e2");
   await rt.disconnect();
 });

@@ -25,6 +25,7 @@ from realtime_client.contexts import (
     DisconnectedContext,
     ErrorContext,
     ReconnectedContext,
+    ResetContext,
 )
 from realtime_client.exceptions import (
     AccessDenied,
@@ -40,6 +41,7 @@ from realtime_client.exceptions import (
     RequestTimeout,
     TransportError,
 )
+from realtime_client.positions import parse_event_id
 from realtime_client.publisher import HTTPPublisher
 from realtime_client.reconnecting import ReconnectingClient, process_exception
 from realtime_client.sse_client import SSEClient, create_sse_client
@@ -65,10 +67,12 @@ __all__ = [
     "Refused",
     "ReplyError",
     "RequestTimeout",
+    "ResetContext",
     "SSEClient",
     "TransportError",
     "WebSocketClient",
     "create_sse_client",
     "create_ws_client",
+    "parse_event_id",
     "process_exception",
 ]

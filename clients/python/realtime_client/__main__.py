@@ -80,6 +80,7 @@ async def listen(args: argparse.Namespace) -> int:
     client = open_listener(args)
     client.on_reconnect(lambda context: status(f"reconnected after {context.attempts} attempts: {_recovery(context)}"))
     client.on_disconnect(lambda context: status(f"disconnected: {context.reason}"))
+    client.on_reset(lambda context: status(f"{context.channel}: history reset, now {context.offset}-{context.epoch}"))
     messages = client.messages()
     try:
         await client.connect()

@@ -26,7 +26,13 @@ class ClientState(Enum):
 
 @dataclass(frozen=True)
 class ConnectedContext:
-    """Passed to `on_connect`: the server's greeting (`connected` frame or event)."""
+    """Passed to `on_connect`: the server's greeting (`connected` frame or event).
+
+    `channels`: the channels of the connection (WS: those subscribed, server-side ones included;
+    SSE: every channel of the stream). `server_channels`: those the server joined at connect
+    without a subscribe (the token's `subs` claim, the application's connect hook); `refused`:
+    server-side channels it refused, with the reason; `info`: what the connect hook attached.
+    """
 
     connection_id: str
     user_id: str | None
@@ -34,6 +40,9 @@ class ConnectedContext:
     channels: list[str] = field(default_factory=list)
     reconnected: bool = False
     greeting: dict[str, Any] = field(default_factory=dict, repr=False)
+    server_channels: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    info: Any = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,22 @@ class ReconnectedContext:
 
     attempts: int
     recovered: dict[str, bool]
+
+
+@dataclass(frozen=True)
+class ResetContext:
+    """Passed to `on_reset`: a channel's history was reset, so its offsets start again under a new
+    epoch; the client's position there is now (`epoch`, `offset`).
+
+    `resumed` is True when the client found out on resuming after a reconnection (what was
+    published in the new epoch meanwhile is not replayed: `recovery[channel]` is False), False
+    when the server told it live (`stream-reset`, offset 0).
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+    resumed: bool
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,11 @@ class ReconnectingClient:
         """Register a callback called with an ErrorContext for failures not raised to a caller."""
         return self._hooks.add("error", handler)
 
+    def on_reset(self, handler: Handler) -> Handler:
+        """Register a callback called with a ResetContext when a channel's history was reset: live
+        (`stream-reset`), or found on resuming with a position of the old epoch."""
+        return self._hooks.add("reset", handler)
+
     # -- opening and closing -------------------------------------------------------------------
 
     async def connect(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from realtime_client.contexts import ConnectedContext
+from realtime_client.contexts import ConnectedContext, ResetContext
 from realtime_client.dedup import is_envelope
 from realtime_client.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
 from realtime_client.exceptions import (
@@ -22,6 +22,7 @@ from realtime_client.exceptions import (
     describe,
 )
 from realtime_client.handlers import Handler
+from realtime_client.positions import parse_event_id, was_reset
 from realtime_client.publisher import HTTPPublisher
 from realtime_client.reconnecting import ReconnectingClient
 from realtime_client.sse_decoder import ServerSentEvent, SSEDecoder
@@ -55,6 +56,9 @@ class SSEClient(ReconnectingClient):
     a server `stream-error` also reaches handlers of `"error"`. Envelopes seen twice are dropped.
     A reconnection sends the last event id: missed persisted messages are replayed, and a channel
     whose history no longer reaches back gets `stream-reset`, so `client.recovery[channel]` is False.
+    The id is the stream's position (`channel:offset-epoch,…`), resent as it came; `positions`
+    reads it. A channel whose history was reset (a `stream-reset` after `stream-open`, or a
+    resumption from another epoch) is reported to `on_reset`.
     """
 
     def __init__(
@@ -89,6 +93,17 @@ class SSEClient(ReconnectingClient):
     @property
     def url(self) -> str:
         return self.endpoint.http_url(self.path)
+
+    @property
+    def positions(self) -> dict[str, tuple[int, str]]:
+        """The stream's position per channel, (offset, epoch), as the last event id says."""
+        return parse_event_id(self.last_event_id)
+
+    @property
+    def server_channels(self) -> list[str]:
+        """The channels the server added to the stream at connect (the token's `subs` claim, the
+        application's connect hook)."""
+        return list(self.connection.server_channels) if self.connection else []
 
     def on_event(self, event: str = "*") -> Callable[[Handler], Handler]:
         """Decorator: call the handler (sync or async) with every event of this name ("*" for all)."""
@@ -199,12 +214,18 @@ class SSEClient(ReconnectingClient):
         self._silence_limit = 2 * interval or None
         self.retry = self._decoder.retry / 1000 if self._decoder.retry is not None else None
         self._dispatch(("connected",), {"event": "connected", "data": frame, "id": event.id})
+        channels = list(data.get("channels") or self.channels)
+        implicit = {"broadcast", f"user:{data.get('user_id')}"}
+        refused = data.get("refused")
         return ConnectedContext(
             connection_id=str(data.get("connection_id")),
             user_id=data.get("user_id"),
             heartbeat_interval=interval,
-            channels=list(data.get("channels") or self.channels),
+            channels=channels,
             greeting=frame,
+            server_channels=[c for c in channels if c not in self.channels and c not in implicit],
+            refused=dict(refused) if isinstance(refused, dict) else {},
+            info=data.get("info"),
         )
 
     async def _next_event(self) -> ServerSentEvent | None:
@@ -233,15 +254,33 @@ class SSEClient(ReconnectingClient):
         data = _parse(event.data)
         name = event.event
         if name == "stream-reset" and isinstance(data, dict):
-            self._reset.update(data.get("channels") or ())
+            if self._stream_open.is_set():  # live: the channel's history was reset just now
+                positions = parse_event_id(event.id)
+                for channel in data.get("channels") or ():
+                    offset, epoch = positions.get(channel, (0, ""))
+                    self._emit("reset", ResetContext(channel, epoch, offset, resumed=False))
+            else:  # the resumption did not recover the channel
+                self._reset.update(data.get("channels") or ())
         elif name == "stream-open":
-            self._stream_open.set()
+            self._stream_opened()
         elif name == "stream-error":
             self._ending = stream_error(data)
         elif is_envelope(data) and not self._accept(data):
             return
         names = (name, EVENT_ALIASES[name]) if name in EVENT_ALIASES else (name,)
         self._dispatch(names, {"event": name, "data": data, "id": event.id})
+
+    def _stream_opened(self) -> None:
+        """`stream-open`: the replay is over; a channel not recovered from a position of another
+        epoch (or past the channel's head) had its history reset."""
+        resumed, positions = parse_event_id(self._resumed_from), self.positions
+        for channel in sorted(self._reset):
+            if channel not in resumed or channel not in positions:
+                continue
+            (since, epoch), (offset, current) = resumed[channel], positions[channel]
+            if was_reset(since, epoch, offset, current, recovered=False):
+                self._emit("reset", ResetContext(channel, current, offset, resumed=True))
+        self._stream_open.set()
 
     async def _restore(self) -> dict[str, bool]:
         """Resuming happened in the request (Last-Event-ID); wait until the replay is over."""
@@ -250,8 +289,9 @@ class SSEClient(ReconnectingClient):
                 await self._stream_open.wait()
         except TimeoutError:
             raise RequestTimeout(f"the resumed stream did not open within {self.request_timeout:g} s") from None
-        resumed = self._resumed_from is not None
-        return {channel: resumed and channel not in self._reset for channel in self.channels}
+        resumed = parse_event_id(self._resumed_from)
+        channels = [*self.channels, *self.server_channels]
+        return {channel: channel in resumed and channel not in self._reset for channel in channels}
 
     async def _release(self) -> None:
         await self.publisher.aclose()

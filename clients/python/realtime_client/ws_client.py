@@ -14,7 +14,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime_client.contexts import ConnectedContext
+from realtime_client.contexts import ConnectedContext, ResetContext
 from realtime_client.dedup import is_envelope
 from realtime_client.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
 from realtime_client.exceptions import (
@@ -29,6 +29,7 @@ from realtime_client.exceptions import (
     describe,
 )
 from realtime_client.handlers import Handler
+from realtime_client.positions import was_reset
 from realtime_client.publisher import HTTPPublisher
 from realtime_client.reconnecting import ReconnectingClient
 
@@ -63,8 +64,12 @@ class WebSocketClient(ReconnectingClient):
 
     Every request awaits its reply (matched by `request_id`) for `request_timeout` seconds and
     raises ReplyError on an error reply. Handlers get each frame whose `type` matches (`"*"`: all).
-    After a reconnection every channel is subscribed again with `since` = the last offset seen, and
-    `client.recovery[channel]` (also passed to `on_reconnect`) says whether nothing was missed.
+    After a reconnection every channel is subscribed again with `since` = the last offset seen and
+    `epoch` = the epoch of that offset, and `client.recovery[channel]` (also passed to
+    `on_reconnect`) says whether nothing was missed. A channel whose history was reset (a
+    `stream-reset` frame, or a resumption from another epoch) is reported to `on_reset` and its
+    position starts again at the server's. Server-side channels of the greeting count as
+    subscribed: they are in `channels`, and resumed like the others.
     """
 
     def __init__(
@@ -89,6 +94,9 @@ class WebSocketClient(ReconnectingClient):
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._request_ids = itertools.count(1)
         self._channels: dict[str, int | None] = {}
+        self._epochs: dict[str, str] = {}
+        self._server_side: set[str] = set()  # joined by the server at connect, not subscribed to
+        self._subscribing: dict[str, tuple[int | None, str | None]] = {}  # the position each subscribe resumes from
         self._silence_limit: float | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._publisher: HTTPPublisher | None = None  # for publish_batch, made on first use
@@ -106,6 +114,17 @@ class WebSocketClient(ReconnectingClient):
     def offsets(self) -> dict[str, int | None]:
         """The last offset seen per channel: the `since` of its next resubscription."""
         return dict(self._channels)
+
+    @property
+    def epochs(self) -> dict[str, str]:
+        """The epoch of each channel's offset, when the server gave one: sent with `since`."""
+        return dict(self._epochs)
+
+    @property
+    def server_channels(self) -> list[str]:
+        """The channels the server joined at connect (the token's `subs` claim, the application's
+        connect hook) and that were not subscribed to: also in `channels`."""
+        return [channel for channel in self._channels if channel in self._server_side]
 
     def on_message(self, type: str = "*") -> Callable[[Handler], Handler]:
         """Decorator: call the handler (sync or async) with every frame of this `type` ("*" for all)."""
@@ -145,31 +164,84 @@ class WebSocketClient(ReconnectingClient):
         await self.request("ping")
         return time.perf_counter() - started
 
-    async def subscribe_to_channel(self, channel: str, since: int | None = None) -> dict[str, Any]:
-        """Subscribe, resuming after offset `since` if given; returns `{channel, offset, recovered}`.
+    async def subscribe_to_channel(
+        self, channel: str, since: int | None = None, epoch: str | None = None
+    ) -> dict[str, Any]:
+        """Subscribe, resuming after offset `since` (of the history `epoch`) if given; returns
+        `{channel, offset, epoch, recovered}`.
 
-        The channel's retained history (or what followed `since`) arrives next, as envelopes.
+        The channel's retained history (or what followed `since`) arrives next, as envelopes. A
+        `since` of another epoch than the channel's is not recovered: nothing is replayed, and
+        `on_reset` is called. A server-side channel subscribed to becomes an explicit one.
         """
+        server_side = channel in self._server_side
+        self._server_side.discard(channel)
+        try:
+            return await self._subscribe(channel, since, epoch)
+        except ReplyError:
+            if server_side and channel in self._channels:
+                self._server_side.add(channel)
+            raise
+
+    async def _subscribe(self, channel: str, since: int | None, epoch: str | None) -> dict[str, Any]:
         known = channel in self._channels
-        self._channels[channel] = _later(self._channels.get(channel), since)
+        if epoch and epoch != self._epochs.get(channel):
+            self._channels[channel], self._epochs[channel] = since, epoch  # a position of another history
+        else:
+            self._channels[channel] = _later(self._channels.get(channel), since)
         data: dict[str, Any] = {"channel": channel}
         if since is not None:
             data["since"] = since
+            if epoch:
+                data["epoch"] = epoch
+        self._subscribing[channel] = (since, epoch)
         try:
-            content = await self.request("subscribe", data)
+            return await self.request("subscribe", data)
         except ReplyError:
             if not known:
                 self._channels.pop(channel, None)
+                self._epochs.pop(channel, None)
             raise
-        if content.get("offset") == (since or 0) and channel in self._channels:
-            # Nothing to replay: the channel's head is our position.
-            self._channels[channel] = _later(self._channels[channel], content["offset"])
-        return content
+        finally:
+            self._subscribing.pop(channel, None)
+
+    def _subscribed(self, content: Any) -> None:
+        """A `subscribed` reply, read before the history that follows it: the channel's epoch,
+        and its head as our position when nothing is to be replayed (or the history was reset)."""
+        channel = content.get("channel") if isinstance(content, dict) else None
+        if channel not in self._subscribing or channel not in self._channels:
+            return
+        since, epoch = self._subscribing.pop(channel)
+        offset, current = content.get("offset"), content.get("epoch") or ""
+        if not isinstance(offset, int):
+            return
+        if current:
+            self._epochs[channel] = current
+        recovered = bool(content.get("recovered"))
+        if was_reset(since, epoch, offset, current, recovered):
+            self._channels[channel] = offset  # our offsets count for nothing in the new history
+            self._emit("reset", ResetContext(channel, current, offset, resumed=True))
+        elif offset == (since or 0) or (since is not None and not recovered):
+            # Nothing to replay, or what is left of the history follows: the head is our position.
+            self._channels[channel] = _later(self._channels[channel], offset)
+
+    def _stream_reset(self, content: Any) -> None:
+        """A `stream-reset` frame: the channel's history was reset; offsets start again at 0."""
+        if not isinstance(content, dict) or not isinstance(content.get("channel"), str):
+            return
+        channel, epoch = content["channel"], str(content.get("epoch") or "")
+        offset = content.get("offset") if isinstance(content.get("offset"), int) else 0
+        if channel in self._channels:
+            self._channels[channel] = offset
+            self._epochs[channel] = epoch
+        self._emit("reset", ResetContext(channel, epoch, offset, resumed=False))
 
     async def unsubscribe_from_channel(self, channel: str) -> dict[str, Any]:
         """Leave a channel; it is no longer restored after reconnections."""
         content = await self.request("unsubscribe", {"channel": channel})
         self._channels.pop(channel, None)
+        self._epochs.pop(channel, None)
+        self._server_side.discard(channel)
         self.recovery.pop(channel, None)
         return content
 
@@ -205,18 +277,27 @@ class WebSocketClient(ReconnectingClient):
         """Send a client message: echoed to this user's connections and handed to the server's signal."""
         return await self.request("message", {"content": content})
 
-    async def history(self, channel: str, since: int | None = None, limit: int | None = None) -> dict[str, Any]:
-        """A page of retained history: `{channel, offset, messages, recovered, has_more}`."""
+    async def history(
+        self, channel: str, since: int | None = None, limit: int | None = None, epoch: str | None = None
+    ) -> dict[str, Any]:
+        """A page of retained history: `{channel, offset, epoch, messages, recovered, has_more}`.
+        With `epoch`, a `since` of another epoch (the history was reset since) is not recovered."""
         data: dict[str, Any] = {"channel": channel}
         if since is not None:
             data["since"] = since
         if limit is not None:
             data["limit"] = limit
+        if epoch:
+            data["epoch"] = epoch
         return await self.request("history", data)
 
-    async def presence(self, channel: str) -> dict[str, Any]:
-        """Who is on a channel: `{channel, connections, users}`."""
-        return await self.request("presence", {"channel": channel})
+    async def presence(self, channel: str, counts_only: bool = False) -> dict[str, Any]:
+        """Who is on a channel: `{channel, connections, user_count, users}`; with `counts_only`,
+        the counts without `users` (allowed on channels whose presence is off too)."""
+        data: dict[str, Any] = {"channel": channel}
+        if counts_only:
+            data["counts_only"] = True
+        return await self.request("presence", data)
 
     async def refresh_token(self, token: str) -> dict[str, Any]:
         """Replace the connection's token (same user); reconnections use the new one."""
@@ -265,6 +346,8 @@ class WebSocketClient(ReconnectingClient):
         interval = data.get("heartbeat_interval")
         interval = float(interval) if isinstance(interval, int | float) and interval > 0 else 0.0
         self._silence_limit = 2 * interval or None
+        server_side = self._join_server_side(data.get("channels"))
+        refused = data.get("refused")
         self._dispatch(("connected",), frame)
         return ConnectedContext(
             connection_id=str(data.get("connection_id")),
@@ -272,7 +355,24 @@ class WebSocketClient(ReconnectingClient):
             heartbeat_interval=interval,
             channels=list(self._channels),
             greeting=frame,
+            server_channels=server_side,
+            refused=dict(refused) if isinstance(refused, dict) else {},
+            info=data.get("info"),
         )
+
+    def _join_server_side(self, channels: Any) -> list[str]:
+        """The greeting's server-side channels count as subscribed; those of the last connection
+        that this one lacks are forgotten."""
+        server_side = [channel for channel in channels or () if isinstance(channel, str)]
+        explicit = set(self._channels) - self._server_side
+        for channel in self._server_side.difference(server_side):
+            self._channels.pop(channel, None)
+            self._epochs.pop(channel, None)
+            self.recovery.pop(channel, None)
+        self._server_side = {channel for channel in server_side if channel not in explicit}
+        for channel in server_side:
+            self._channels.setdefault(channel, None)
+        return server_side
 
     async def _read(self) -> ClientError:
         ws = self._ws
@@ -302,6 +402,10 @@ class WebSocketClient(ReconnectingClient):
         if kind == "heartbeat":
             with contextlib.suppress(ConnectionClosed):  # the read loop sees the close next
                 await ws.send('{"action":"pong"}')
+        elif kind == "subscribed":
+            self._subscribed(frame.get("content"))
+        elif kind == "stream-reset":
+            self._stream_reset(frame.get("content"))
         elif is_envelope(frame):
             if not self._accept(frame):
                 return
@@ -316,10 +420,16 @@ class WebSocketClient(ReconnectingClient):
     async def _restore(self) -> dict[str, bool]:
         recovered: dict[str, bool] = {}
         for channel, since in list(self._channels.items()):
+            if channel in self._server_side and since is None:
+                recovered[channel] = False  # joined by the server again; no position to resume from
+                continue
+            epoch = self._epochs.get(channel) if since is not None else None
             try:
-                content = await self.subscribe_to_channel(channel, since)
+                content = await self._subscribe(channel, since, epoch)
             except ReplyError as error:
                 self._channels.pop(channel, None)
+                self._epochs.pop(channel, None)
+                self._server_side.discard(channel)
                 self._report(error, f"resubscribing to {channel!r}")
                 recovered[channel] = False
                 continue

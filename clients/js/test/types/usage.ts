@@ -11,14 +11,20 @@ client.on("connected", (context) => console.log(context.connectionId));
 const news: Subscription = client.subscribe("news", { since: 3 });
 news.on("message", (envelope) => console.log(envelope.content));
 news.on("gap", () => console.log("reload"));
+news.on("stream-reset", (reset) => console.log("history reset", reset.epoch, reset.resumed));
+const resumeFrom: { position: unknown; epoch: string | null; serverSide: boolean } = news;
+const again: Subscription = client.subscribe("quotes", { since: 7, epoch: "k3v9q2zd" });
 
 async function main(): Promise<void> {
   await client.connect();
   const ack: { id: string; offset?: number } = await client.publish("news", { title: "hi" }, { persist: true });
   const history = await client.history("news", { since: 1, limit: 10 });
-  const users: string[] = (await client.presence("presence-lobby")).users;
+  const users: string[] | undefined = (await client.presence("presence-lobby")).users;
+  const counts: number = (await client.presence("news", { countsOnly: true })).user_count;
+  const epoch: string = (await client.history("news", { since: 1, epoch: "k3v9q2zd" })).epoch;
+  const serverChannels: string[] | undefined = client.connection?.serverChannels;
   const state: "disconnected" | "connecting" | "connected" = client.state;
-  console.log(ack.id, history.has_more, users, state, news.position);
+  console.log(ack.id, history.has_more, users, counts, epoch, serverChannels, state, resumeFrom, again.epoch);
   try {
     await client.sendToUser("bob", "psst");
   } catch (error) {
