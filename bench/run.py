@@ -513,7 +513,8 @@ def chat_section(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Targets: µs CPU per publish ≤ 1.5× the `websockets` rooms peer in the default shape (in-memory"
         " layer), ≤ 2× with Redis; a no-op subscribe and publish hook (`ours-daphne+hooks`) ≤ 1.1× without;"
-        " 0 lost at 1,500 publishes/s on one core; last-subscriber p99 < 50 ms at 1,000 publishes/s. Lost = deliveries not received 1.5 s after the last publish; a rate"
+        " 0 lost at 1,500 publishes/s on one core; last-subscriber p99 < 50 ms at 1,000 publishes/s."
+        " Lost = deliveries not received 1.5 s after the last publish; a rate"
         ' above one the server handled less than half of is not run ("saturated at").',
         "",
         table(headers, lines),
