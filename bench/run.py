@@ -31,7 +31,9 @@ import uvloop
 from bench import scenarios as sc
 from bench import servers as S
 
-SCENARIOS = ("ws-fanout", "sse-fanout", "connect", "cluster", "persist", "chat", "http-publish", "batch", "idle")
+SCENARIOS = (
+    "ws-fanout", "sse-fanout", "connect", "cluster", "persist", "chat", "hooks", "http-publish", "batch", "idle",
+)  # fmt: skip
 HERE = Path(__file__).resolve().parent
 
 
@@ -116,6 +118,8 @@ async def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
                     publishers=args.chat_publishers,
                 )
                 await attempt(f"chat {name} channels={channels}", job)
+    if "hooks" in only:
+        await attempt("hooks in process", sc.hook_cost())
     if "http-publish" in only:
         for case in sc.HTTP_CASES:
             job = sc.http_publish(case, clients=args.http_clients, seconds=args.seconds, rounds=args.http_rounds)
@@ -429,7 +433,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str, s
             ),
             "",
         ]
-    parts += chat_section(rows) + http_section(rows) + batch_section(rows) + idle_section(rows)
+    parts += chat_section(rows) + hooks_section(rows) + http_section(rows) + batch_section(rows) + idle_section(rows)
     if errors:
         parts += ["## Failed runs", "", table(["run", "error"], [[r["server"], r["error"]] for r in errors]), ""]
     log = HERE / "OPTIMISATIONS.md"
@@ -611,6 +615,24 @@ def batch_section(rows: list[dict[str, Any]]) -> list[str]:
         f"## Batch publish (`POST {sc.BATCH_PATH}`, each message to its own channel)",
         "",
         table(headers, lines),
+        "",
+    ]
+
+
+def hooks_section(rows: list[dict[str, Any]]) -> list[str]:
+    found = _found(rows, "hooks")
+    if not found:
+        return []
+    lines = [[r["server"], r["publish_us"], r["subscribe_us"]] for r in found]
+    return [
+        "## Hooks in process",
+        "",
+        "The server's publish and subscribe decisions called in a loop in one process (`python -m"
+        " bench.hookcost`), µs of wall time per call: without a hook, with a no-op async hook, with a"
+        " no-op sync hook (a hop to the hooks' threads and back). The end-to-end cost of the async pair"
+        " is the `ours-daphne+hooks` row of the chat scenario.",
+        "",
+        table(["hook", "µs per publish decision", "µs per subscribe decision"], lines),
         "",
     ]
 

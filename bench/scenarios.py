@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import resource
 import socket
 import statistics
@@ -149,6 +150,18 @@ CHAT_TARGETS = {
         publishers=("ws-socketio",),
     ),
 }
+
+
+async def hook_cost() -> list[dict[str, Any]]:
+    """`bench.hookcost` in a process of its own: µs per publish and subscribe decision by hook kind."""
+    process = await asyncio.create_subprocess_exec(
+        S.PYTHON, "-m", "bench.hookcost", cwd=str(S.ROOT), stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "DJANGO_DEBUG": "true", "PYTHONPATH": str(S.ROOT)},
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"bench.hookcost exited with {process.returncode}")
+    return [{"scenario": "hooks", "server": case, **figures} for case, figures in json.loads(out).items()]
 
 
 def workers_for(count: int) -> int:
