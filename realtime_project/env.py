@@ -162,6 +162,7 @@ class Config:
     realtime_subscribe_hook: str = ""
     realtime_publish_hook: str = ""
     realtime_hook_timeout: float = 3.0
+    live_snapshot_max_items: int = 100
     reliability_echo_route: bool = False  # test-only `/ws/echo` for conformance runs
 
     @property
@@ -355,6 +356,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         realtime_subscribe_hook=env.dotted_path("REALTIME_SUBSCRIBE_HOOK"),
         realtime_publish_hook=env.dotted_path("REALTIME_PUBLISH_HOOK"),
         realtime_hook_timeout=env.number("REALTIME_HOOK_TIMEOUT", 3.0, strict=True),
+        live_snapshot_max_items=env.integer("LIVE_SNAPSHOT_MAX_ITEMS", 100, minimum=1),
         reliability_echo_route=env.boolean("RELIABILITY_ECHO_ROUTE", False),
     )
     _check_header_name(config.ws_api_key_header, env)

@@ -25,7 +25,7 @@ from django.conf import settings
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from streaming import protocol
+from streaming import live, protocol
 from streaming.errors import Forbidden, InvalidMessage, Unauthenticated
 from streaming.namespaces import options
 
@@ -284,6 +284,8 @@ def authorize_publish(identity: Identity, channel: str) -> None:
         raise Forbidden(f"Clients may not publish to channel {channel!r}.")
     if protocol.channel_user_id(channel) is not None:
         return  # the same as send_to_user: anyone may write to a user
+    if not identity.is_admin and live.is_live_channel(channel):
+        raise Forbidden(f"Channel {channel!r} carries a live model's changes: only the server publishes there.")
     if protocol.is_protected_channel(channel) and not _granted(identity, channel):
         raise Forbidden(f"Channel {channel!r} needs a token whose 'channels' claim lists it.")
 

@@ -21,7 +21,7 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from streaming import hooks, protocol, security, selectors, services
+from streaming import hooks, live, protocol, security, selectors, services
 from streaming.auth import (
     ACCESS_TOKEN_SUBPROTOCOL,
     ANONYMOUS,
@@ -393,6 +393,12 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
             channel, data.get("since"), data.get("limit"), data.get("epoch")
         )
         self.send_frame(protocol.reply("history", protocol.history_page(recovery), request_id))
+
+    async def action_snapshot(self, data: dict, request_id: Any) -> None:
+        channel = data["channel"]
+        await hooks.authorize_subscription(self, channel)
+        snapshot = await database_sync_to_async(live.channel_snapshot)(channel)
+        self.send_frame(protocol.reply("snapshot", snapshot.as_dict(), request_id))
 
     async def action_presence(self, data: dict, request_id: Any) -> None:
         channel, counts_only = data["channel"], data.get("counts_only", False)

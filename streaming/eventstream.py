@@ -15,7 +15,7 @@ from django_eventstream.channelmanager import ChannelManagerBase
 from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
 
-from streaming import protocol, services
+from streaming import live, protocol, services
 from streaming.auth import ANONYMOUS, authorize_subscribe, identity_for_user
 from streaming.errors import StreamingError
 from streaming.history import history_head, history_read
@@ -56,6 +56,7 @@ class ChannelPermissions(ChannelManagerBase):
         try:
             protocol.validate_channel(channel)
             authorize_subscribe(identity, channel)
+            live.authorize(identity, channel)
         except StreamingError:
             return False
         return True

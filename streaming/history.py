@@ -161,6 +161,30 @@ def history_position(channel: str) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, "")
 
 
+def snapshot_position(channel: str) -> tuple[int, str]:
+    """The position of a channel for a snapshot read in the same transaction (README, "Live models").
+
+    Must run inside a transaction, before the snapshot's data is read. On PostgreSQL the channel's
+    head row is created when missing and locked FOR SHARE until commit: a publisher that has moved
+    it on (in the transaction that also wrote the data) commits before this read returns, and one
+    that has not waits until the snapshot's transaction ends. Either way the data read next and the
+    position agree. SQLite's transactions read one snapshot of the whole database already.
+    """
+    if connection.vendor != "postgresql":
+        return history_position(channel)
+    table = connection.ops.quote_name(Channel._meta.db_table)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (name, last_offset, epoch, created_at, updated_at) VALUES (%s, 0, %s, %s, %s) "
+            "ON CONFLICT (name) DO NOTHING",
+            [channel, new_epoch(), now, now],
+        )
+        cursor.execute(f"SELECT last_offset, epoch FROM {table} WHERE name = %s FOR SHARE", [channel])
+        head, epoch = cursor.fetchone()
+    return head, epoch
+
+
 def history_heads(channels: list[str]) -> dict[str, tuple[int, str]]:
     """The newest offsets and epochs of several channels at once (channels never persisted are absent)."""
     rows = Channel.objects.filter(name__in=channels).values_list("name", "last_offset", "epoch")

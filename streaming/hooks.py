@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
+from streaming import live
 from streaming.auth import Identity, subscribe_refusal
 from streaming.errors import Forbidden, StreamingError, Unavailable
 from streaming.protocol import check_content
@@ -239,15 +241,16 @@ def _pool() -> ThreadPoolExecutor:
 async def authorize_subscription(connection: Any, channel: str) -> None:
     """Raise Forbidden/Unavailable unless `connection` (a ClientConnection) may subscribe to or
     read `channel`: the built-in rules, then the subscribe hook, which may open a protected channel
-    the token does not list by answering `True`/`Allow`."""
+    the token does not list by answering `True`/`Allow`, then a live model channel's permission."""
     refused, grantable = subscribe_refusal(connection.identity, channel)
     if refused is not None and not (grantable and configured("subscribe")):
         raise refused
-    if not configured("subscribe"):
-        return
-    answer = await run(connection.hook_context("subscribe", channel=channel))
-    if refused is not None and answer is None:
-        raise refused
+    if configured("subscribe"):
+        answer = await run(connection.hook_context("subscribe", channel=channel))
+        if refused is not None and answer is None:
+            raise refused
+    if live.is_live_channel(channel):  # and a live model's channel asks its permission as well
+        await database_sync_to_async(live.authorize)(connection.identity, channel)
 
 
 async def authorize_client_publish(connection: Any, channel: str, message_type: str, content: Any) -> Any:
@@ -271,9 +274,9 @@ def authorize_read(identity: Identity, channel: str, ip: str | None) -> None:
     asks = configured("subscribe") and not identity.is_admin
     if refused is not None and not (grantable and asks):
         raise refused
-    if not asks:
-        return
-    context = HookContext("subscribe", identity, "", "http", ip, channel=channel)
-    answer = async_to_sync(run)(context)
-    if refused is not None and answer is None:
-        raise refused
+    if asks:
+        context = HookContext("subscribe", identity, "", "http", ip, channel=channel)
+        answer = async_to_sync(run)(context)
+        if refused is not None and answer is None:
+            raise refused
+    live.authorize(identity, channel)

@@ -247,6 +247,14 @@ class HistorySerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class SnapshotSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    offset = serializers.IntegerField(help_text="The channel's position when `data` was read: subscribe `since` it.")
+    epoch = serializers.CharField(allow_blank=True, help_text="The epoch of that offset.")
+    data = serializers.JSONField(help_text="The serialized object, or a list of them for a list channel.")
+    has_more = serializers.BooleanField(help_text="A list channel holds more than LIVE_SNAPSHOT_MAX_ITEMS objects.")
+
+
 class HistoryQuerySerializer(serializers.Serializer):
     since = serializers.IntegerField(required=False, min_value=0)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=1000)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/channels/", views.ChannelListView.as_view(), name="channel-list"),
     path("api/channels/<str:name>/", views.ChannelDetailView.as_view(), name="channel-detail"),
     path("api/channels/<str:name>/history/", views.ChannelHistoryView.as_view(), name="channel-history"),
+    path("api/channels/<str:name>/snapshot/", views.ChannelSnapshotView.as_view(), name="channel-snapshot"),
     path("api/token/", tokens.TokenObtainView.as_view(), name="token-obtain"),
     path("api/token/refresh/", tokens.TokenRefreshPublicView.as_view(), name="token-refresh"),
     path("api/token/verify/", tokens.TokenVerifyPublicView.as_view(), name="token-verify"),

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from streaming import history, hooks, protocol, security, selectors, services
+from streaming import history, hooks, live, protocol, security, selectors, services
 from streaming.api import serializers as s
 from streaming.api.authentication import request_identity
 from streaming.api.pagination import StrictPageNumberPagination
@@ -181,6 +181,22 @@ class ChannelHistoryView(APIView):
             raise Forbidden("Only admins reset a channel's history.")
         epoch = services.history_reset(protocol.validate_channel(name))
         return Response({"channel": name, "offset": 0, "epoch": epoch})
+
+
+class ChannelSnapshotView(APIView):
+    """A live model channel's snapshot with the channel's position read in the same transaction:
+    render `data`, then subscribe with `since=offset` and `epoch` (README, "Live models")."""
+
+    permission_classes = [IsAuthenticatedWhenRequired]
+
+    @extend_schema(
+        parameters=[CHANNEL_NAME],
+        responses={200: s.SnapshotSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        protocol.validate_channel(name)
+        _authorize_read(request, name)
+        return Response(live.channel_snapshot(name).as_dict())
 
 
 def _authorize_read(request: Request, name: str) -> None:

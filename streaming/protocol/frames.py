@@ -104,6 +104,7 @@ ACTIONS: dict[str, dict[str, Field]] = {
         "epoch": Field(_epoch),
     },
     "presence": {"channel": Field(_channel, True), "counts_only": Field(_boolean)},
+    "snapshot": {"channel": Field(_channel, True)},
     "refresh": {"token": Field(_token, True)},
 }
 

@@ -204,6 +204,18 @@ def history_page(recovery: Any) -> dict[str, Any]:
     }
 
 
+def snapshot_page(snapshot: Any) -> dict[str, Any]:
+    """The content of a WebSocket `snapshot` reply and the body of the snapshot API: the
+    application's data and the channel's position read with it (README, "Live models")."""
+    return {
+        "channel": snapshot.channel,
+        "offset": snapshot.offset,
+        "epoch": snapshot.epoch,
+        "data": snapshot.data,
+        "has_more": snapshot.has_more,
+    }
+
+
 __all__ = [
     "RESET_EVENT",
     "add_server_side",
@@ -223,5 +235,6 @@ __all__ = [
     "presence_content",
     "reply",
     "sender",
+    "snapshot_page",
     "with_offset",
 ]
