@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 from django.conf import settings
 from django_eventstream.utils import make_id, parse_last_event_id, sse_encode_event
 
-from streaming import hooks, protocol, security
+from streaming import hooks, live, protocol, security
 from streaming.auth import ANONYMOUS, Identity, subscribe_refusal
 from streaming.daphne_adapter.io import DirectWriter, http_chunk
 from streaming.errors import InvalidMessage, RateLimited, StreamingError, TooManySubscriptions, Unavailable
@@ -214,8 +214,9 @@ class SSEListener(ClientConnection):
         """Ask the application (README, "Hooks"): the connect hook, the subscribe hook for each
         requested channel, then the server-side channels; raises the refusal of the stream."""
         wanted = await self.decide_connect()
-        if hooks.configured("subscribe"):
-            for channel in self.admission.channels:
+        asks = hooks.configured("subscribe")
+        for channel in self.admission.channels:
+            if asks or live.is_live_channel(channel):  # a live model channel asks its permission
                 await hooks.authorize_subscription(self, channel)
         extra = [channel for channel in wanted if channel not in self.admission.channels]
         if extra:
