@@ -81,6 +81,15 @@ def test_under_django_db_on_commit_deliveries_need_capturing(realtime_published,
     realtime_published.assert_published(channel="orders", content={"n": 2}, offset=2, times=1)
 
 
+def test_under_django_db_a_rolled_back_block_records_nothing(realtime_published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(ValueError), transaction.atomic():
+            services.publish_to_channel(channel="orders", content={"n": 1}, persist=True)
+            raise ValueError("refused")
+        services.publish_to_channel(channel="orders", content={"n": 2}, persist=True)
+    realtime_published.assert_published(channel="orders", times=1, content={"n": 2})
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_is_recorded_message_by_message(realtime_published):
     services.publish_batch(
