@@ -217,3 +217,49 @@ async def test_snapshot_then_since_gets_exactly_the_later_updates_on_sqlite(serv
 @pytest.mark.postgres
 async def test_snapshot_then_since_gets_exactly_the_later_updates_on_postgresql(postgres_server):
     await concurrent_snapshots(postgres_server)
+
+
+# A change committed between the position read and the data read of a snapshot: the position's
+# share lock holds it back until the snapshot's transaction ends, so the snapshot shows the state
+# before it at the position before it. (Without the lock it would show the change at the old
+# position, and a client subscribing `since` it would get that change twice.)
+INTERLEAVED = """
+import threading
+from django.db import connection, transaction
+from examples.documents.models import Document
+from streaming import live
+from streaming.history import history_position
+
+document = Document.objects.create(title="before")
+channel = f"doc:{document.pk}"
+committed = threading.Event()
+
+def writer():
+    with transaction.atomic():
+        mine = Document.objects.select_for_update().get(pk=document.pk)
+        mine.title = "after"
+        mine.save()
+    committed.set()
+    connection.close()
+
+def load():
+    threading.Thread(target=writer).start()
+    committed.wait(1.5)  # the writer commits now unless the position's lock holds it back
+    return Document.objects.get(pk=document.pk).title
+
+snapshot = live.snapshot(channel, load)
+assert committed.wait(20), "the writer never committed"
+print("RESULT", snapshot.offset, snapshot.data, history_position(channel)[0])
+"""
+
+
+@pytest.mark.postgres
+def test_a_change_committing_during_a_snapshot_waits_for_it_on_postgresql(postgres_server):
+    env = base_env(postgres_server.database_url, **SETTINGS)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", INTERLEAVED],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
+    assert result == "RESULT 1 before 2"
