@@ -22,6 +22,7 @@ WebSocket `snapshot` action and `GET /api/channels/<name>/snapshot/`.
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections.abc import Callable, Iterable
@@ -33,7 +34,9 @@ from django.db import models, transaction
 from django.db.models.signals import post_init, post_save, pre_delete
 
 from streaming import protocol
-from streaming.errors import Forbidden, NotFound
+from streaming.errors import Forbidden, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
 
 EVENTS = ("created", "updated", "deleted")
 _VALUE = r"[A-Za-z0-9_.:@-]+"  # what a placeholder may stand for in a channel name
@@ -352,7 +355,7 @@ def authorize(identity: Any, channel: str) -> None:
 def _check(live: LiveModel, listed: bool, values: dict[str, str], user: Any) -> models.Model | None:
     if listed:
         if live.list_permission is not None:
-            allowed = live.list_permission(user, **values)
+            allowed = _ask(live, live.list_permission, user, **values)
         else:
             allowed = user.has_perm(live.view_permission())
         if not allowed:
@@ -360,12 +363,21 @@ def _check(live: LiveModel, listed: bool, values: dict[str, str], user: Any) -> 
         return None
     instance = _object(live, values)
     if live.permission is not None:
-        allowed = live.permission(user, instance)
+        allowed = _ask(live, live.permission, user, instance)
     else:
         allowed = user.has_perm(live.view_permission()) or user.has_perm(live.view_permission(), instance)
     if not allowed:
         raise Forbidden(f"Not allowed to follow this {live.model._meta.verbose_name}.")
     return instance
+
+
+def _ask(live: LiveModel, permission: Callable[..., bool], *args: Any, **kwargs: Any) -> bool:
+    """A registration's permission callable; one that raises refuses that request only."""
+    try:
+        return bool(permission(*args, **kwargs))
+    except Exception:
+        logger.exception("the permission check of live model %s failed", live.label)
+        raise Unavailable(f"The permission check of {live.label} failed.") from None
 
 
 def _object(live: LiveModel, values: dict[str, str]) -> models.Model:

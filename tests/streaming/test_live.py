@@ -252,3 +252,28 @@ async def test_websocket_subscriber_receives_changes_and_snapshot_then_since(con
     assert (await stranger.receive_json_from(timeout=5))["content"]["type"] == "forbidden"
     await client.send_json_to({"action": "send_to_channel", "data": {"channel": channel, "content": 1}})
     assert (await client.receive_json_from(timeout=5))["content"]["type"] == "forbidden"
+
+
+def test_a_permission_check_that_raises_refuses_that_request_only(caplog):
+    def broken(user, obj):
+        raise RuntimeError("boom")
+
+    from django.contrib.auth.models import Group
+    from rest_framework import serializers
+
+    from streaming.errors import Unavailable
+
+    class GroupSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Group
+            fields = ["id", "name"]
+
+    live.register(Group, serializer=GroupSerializer, channel="group:{pk}", permission=broken)
+    try:
+        group = Group.objects.create(name="g")
+        with pytest.raises(Unavailable, match=r"permission check of auth\.group failed"):
+            live.authorize(Identity("jwt", user_id="1"), f"group:{group.pk}")
+        assert "boom" in caplog.text
+        live.authorize(Identity("anonymous"), "unrelated")
+    finally:
+        live.unregister(Group)
