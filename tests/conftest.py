@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
@@ -33,18 +32,10 @@ def realtime(settings) -> Callable[..., None]:
 async def ws_app() -> AsyncIterator:
     """The project's WebSocket ASGI app, with this loop's runtime stopped afterwards."""
     from realtime_project.asgi import application
-    from streaming.runtime import _runtimes
+    from streaming.testing import stop_runtime  # imported here: pytest imports the plugin itself
 
     yield application
-    import asyncio
-
-    runtime = _runtimes.pop(asyncio.get_running_loop(), None)
-    if runtime is not None:
-        await runtime.stop()
-    layer = get_channel_layer()
-    if hasattr(layer, "flush"):
-        await layer.flush()
-    channel_layers.backends.clear()
+    await stop_runtime()
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ def post(client, path, body, **extra):
     return client.post(path, body, content_type="application/json", **extra)
 
 
-def test_seed_send_to_channel_curl_example_works_verbatim(client, bus, django_capture_on_commit_callbacks):
+def test_seed_send_to_channel_curl_example_works_verbatim(
+    client, realtime_published, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = post(
             client,
@@ -33,41 +35,41 @@ def test_seed_send_to_channel_curl_example_works_verbatim(client, bus, django_ca
     assert response.json() == {"id": "msg-124", "offset": 1}
     row = ChannelMessage.objects.get()
     assert (row.channel_id, row.offset, row.message_id, row.type) == ("notifications", 1, "msg-124", "notification")
-    message = bus.received("notifications")
-    envelope = protocol.decode(message["text"])
-    assert envelope["offset"] == 1 and envelope["id"] == "msg-124"
-    assert envelope["content"] == {"title": "Новое уведомление", "message": "Содержимое уведомления"}
+    realtime_published.assert_published(
+        channel="notifications", type="notification", id="msg-124", offset=1, persist=True, times=1,
+        content={"title": "Новое уведомление", "message": "Содержимое уведомления"},
+    )  # fmt: skip
 
 
-def test_seed_broadcast_curl_example_works_verbatim(client, bus):
+def test_seed_broadcast_curl_example_works_verbatim(client, realtime_published):
     response = post(
         client,
         "/ws/broadcast",
         {"message": {"id": "msg-123", "type": "broadcast", "content": "Сообщение всем пользователям"}},
     )
     assert response.status_code == 202 and response.json() == {"id": "msg-123"}
-    envelope = protocol.decode(bus.received("broadcast")["text"])
-    assert envelope["channel"] == "broadcast" and envelope["type"] == "broadcast"
-    assert envelope["offset"] is None and envelope["sender"] is None
+    realtime_published.assert_published(
+        channel="broadcast", type="broadcast", id="msg-123", content="Сообщение всем пользователям",
+        offset=None, sender=None, times=1,
+    )  # fmt: skip
 
 
-def test_send_to_user_goes_to_personal_channel(client, bus):
+def test_send_to_user_goes_to_personal_channel(client, realtime_published):
     response = post(client, "/ws/send-to-user", {"user_id": "user123", "message": {"content": "hi"}})
     assert response.status_code == 202
-    envelope = protocol.decode(bus.received("user:user123")["text"])
-    assert envelope["channel"] == "user:user123" and envelope["type"] == "message"
+    realtime_published.assert_published(channel="user:user123", type="message", content="hi", times=1)
 
 
-def test_seed_sse_send_to_channel_curl_example(client, bus):
+def test_seed_sse_send_to_channel_curl_example(client, realtime_published):
     response = post(
         client,
         "/sse/send-to-channel",
         {"channel": "news", "event": "news_update", "data": {"title": "Новая статья", "content": "Содержимое новости"}},
     )
     assert response.status_code == 202
-    message = bus.received("news")
-    assert message["event"] == "news_update"
-    assert protocol.decode(message["text"])["content"]["title"] == "Новая статья"
+    realtime_published.assert_published(
+        channel="news", type="news_update", content={"title": "Новая статья", "content": "Содержимое новости"}, times=1
+    )
 
 
 def test_publish_is_encoded_once(client, bus, monkeypatch):

@@ -8,7 +8,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from streaming import commits, protocol, services
+from streaming import commits, services
 from streaming.models import ChannelMessage
 from tests.support.consumers import request
 
@@ -23,7 +23,7 @@ def post(client, path, body, **extra):
 # POST /api/publish/batch/
 
 
-def test_batch_publishes_in_order_and_persists_in_one_go(client, bus):
+def test_batch_publishes_in_order_and_persists_in_one_go(client, realtime_published):
     messages = [
         {"channel": "room-1", "message": {"content": {"n": 0}}, "persist": True},
         {"channel": "room-2", "message": {"content": {"n": 1}, "type": "chat"}},
@@ -38,10 +38,13 @@ def test_batch_publishes_in_order_and_persists_in_one_go(client, bus):
     assert results[2]["id"] == "m-2"
     rows = ChannelMessage.objects.filter(channel_id="room-1").order_by("offset")
     assert [(row.offset, row.message_id) for row in rows] == [(1, results[0]["id"]), (2, "m-2")]
-    assert [protocol.decode(m["text"])["content"]["n"] for m in bus.published["room-1"]] == [0, 2]
-    assert protocol.decode(bus.received("room-2")["text"])["type"] == "chat"
-    assert protocol.decode(bus.received("user:u7")["text"])["content"] == {"n": 3}
-    assert protocol.decode(bus.received("broadcast")["text"])["content"] == {"n": 4}
+    assert [(m.content, m.offset, m.id) for m in realtime_published.on("room-1")] == [
+        ({"n": 0}, 1, results[0]["id"]), ({"n": 2}, 2, "m-2")
+    ]  # fmt: skip
+    realtime_published.assert_published(channel="room-2", type="chat", content={"n": 1}, times=1)
+    realtime_published.assert_published(channel="user:u7", content={"n": 3}, times=1)
+    realtime_published.assert_published(channel="broadcast", content={"n": 4}, times=1)
+    assert len(realtime_published) == 5
 
 
 @pytest.mark.parametrize(
