@@ -4,7 +4,8 @@
   browser's `?token=` would otherwise land in the log.
 * The server is `GracefulServer` (see `server.py`).
 * `-b`/`-p` listen with a queue of LISTEN_BACKLOG, through daphne's public endpoint strings.
-* autobahn's per-handshake debug line is formatted only when it is written.
+* autobahn's per-handshake debug line is formatted only when it is written, and its per-read
+  debug line only built when debug logging is on.
 
 Every daphne option is taken unchanged.
 """
@@ -32,6 +33,7 @@ def run(argv: list[str]) -> None:
     cli.AccessLogGenerator = RedactingAccessLog  # Upstream: an access-log class option in daphne's CLI
     if active():
         defer_autobahn_debug_formatting()
+        skip_autobahn_receive_debug_line()
     cli.CommandLineInterface().run(with_listen_backlog(argv))
 
 
@@ -82,3 +84,28 @@ def defer_autobahn_debug_formatting() -> None:
 
     protocol.pformat = _DeferredPformat
     protocol.Timings.__str__ = lambda timings: pformat(timings._timings)
+
+
+def skip_autobahn_receive_debug_line() -> None:
+    """autobahn's `dataReceived` builds the arguments of a debug line for every read from a
+    client — three `click.style` highlights, 12 µs — before a logger that is off drops it: a
+    sixth of the server's CPU for 10,000 idle WebSockets answering heartbeats, a few per cent of
+    a chat publish (bench/OPTIMISATIONS.md). The line is now built only when autobahn's log level
+    is debug or trace. Upstream: autobahn highlighting lazily would remove this.
+    """
+    import txaio
+    from autobahn.twisted import websocket
+
+    adapter = websocket.WebSocketAdapterProtocol
+    if getattr(adapter.dataReceived, "skips_debug_line", False):
+        return
+    with_debug_line = adapter.dataReceived
+
+    def data_received(self: Any, data: bytes) -> None:
+        if txaio.get_global_log_level() in ("debug", "trace"):
+            with_debug_line(self, data)
+        else:
+            self._dataReceived(data)
+
+    data_received.skips_debug_line = True
+    adapter.dataReceived = data_received

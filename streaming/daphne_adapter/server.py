@@ -121,6 +121,7 @@ class GracefulServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._due: set = set()  # connections to look at in the next reaping round
+        self._unsettled: set = set()  # HTTP requests and WebSocket handshakes: timed every round
         self._next_full_timeout_check = 0.0
         # autobahn buffers a message up to these limits before the application sees it: the
         # product's own limit, not daphne's 1 MiB (100 stalled partial messages held ~100 MB).
@@ -176,6 +177,11 @@ class GracefulServer(Server):
         if details is not None and "application_instance" in details:
             details["application_instance"].add_done_callback(lambda _: self._due.add(protocol))
         return queue
+
+    def protocol_connected(self, protocol):
+        """daphne's, then: a new connection is timed every round until it is an open WebSocket."""
+        super().protocol_connected(protocol)
+        self._unsettled.add(protocol)
 
     def protocol_disconnected(self, protocol):
         """daphne's, then: a disconnected connection is due for reaping."""
@@ -238,20 +244,27 @@ class GracefulServer(Server):
 
     def timeout_checker(self):
         """daphne's timeout round every 2 s, for the connections whose timeouts can strike now:
-        HTTP requests and WebSocket handshakes. An open WebSocket only has daphne's day-long
-        `--websocket_timeout` (pings are off: see __init__), checked once a minute.
+        HTTP requests and WebSocket handshakes (kept in a set from their start until they are open
+        WebSockets or gone). An open WebSocket only has daphne's day-long `--websocket_timeout`
+        (pings are off: see __init__), checked once a minute with everything else. daphne walks
+        every connection every 2 s: at 10,000 idle WebSockets that walk was an eighth of the
+        process's CPU (bench/OPTIMISATIONS.md).
         Upstream: daphne skipping open WebSockets when pings are off would remove this.
         """
         if not active():
             return super().timeout_checker()
         now = time.time()
-        everyone = now >= self._next_full_timeout_check
-        if everyone:
+        if now >= self._next_full_timeout_check:
             self._next_full_timeout_check = now + FULL_TIMEOUT_CHECK_SECONDS
-        open_state = WebSocketProtocol.STATE_OPEN
-        for protocol in list(self.connections):
-            if everyone or getattr(protocol, "state", None) != open_state:
+            for protocol in list(self.connections):
                 protocol.check_timeouts()
+        else:
+            open_state, connections = WebSocketProtocol.STATE_OPEN, self.connections
+            for protocol in list(self._unsettled):
+                if protocol not in connections or getattr(protocol, "state", None) == open_state:
+                    self._unsettled.discard(protocol)  # gone, or an open WebSocket from now on
+                else:
+                    protocol.check_timeouts()
         from twisted.internet import reactor
 
         reactor.callLater(2, self.timeout_checker)

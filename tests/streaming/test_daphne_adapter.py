@@ -180,6 +180,7 @@ def checker_server(connections: dict, due=None) -> GracefulServer:
     server.connections = connections
     server.application_close_timeout = 10
     server._due = set(connections if due is None else due)
+    server._unsettled = set(connections)  # as protocol_connected leaves them
     return server
 
 
@@ -244,11 +245,22 @@ async def test_the_timeout_round_skips_open_websockets_but_once_a_minute(monkeyp
         Timed(WebSocketProtocol.STATE_CONNECTING),
         Timed(None),
     )
-    server = checker_server({open_ws: {}, handshaking: {}, http: {}})
+    server = checker_server({})
+    for protocol in (open_ws, handshaking, http):
+        GracefulServer.protocol_connected(server, protocol)  # daphne's bookkeeping, then ours
+    assert server._unsettled == {open_ws, handshaking, http}
     server._next_full_timeout_check = 0.0
     server.timeout_checker()  # the first round looks at everyone
     server.timeout_checker()
     assert (open_ws.checked, handshaking.checked, http.checked) == (1, 2, 2)
+    assert server._unsettled == {handshaking, http}  # the open WebSocket left the 2-second rounds
+    handshaking.state = WebSocketProtocol.STATE_OPEN
+    del server.connections[http]  # gone (reaped)
+    server.timeout_checker()
+    assert (handshaking.checked, http.checked) == (2, 2) and server._unsettled == set()
+    server._next_full_timeout_check = 0.0
+    server.timeout_checker()  # once a minute: every connection again
+    assert (open_ws.checked, handshaking.checked) == (2, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,3 +336,34 @@ def test_the_launched_server_listens_with_the_long_queue():
     )()
     interface.run(launcher.with_listen_backlog(["-b", "127.0.0.1", "-p", "8123", "realtime_project.asgi:application"]))
     assert interface.server.endpoints == ["tcp:port=8123:interface=127.0.0.1:backlog=4096"]
+
+
+def test_autobahn_read_debug_line_is_built_only_when_debug_logging_is_on(monkeypatch):
+    import txaio
+    from autobahn.twisted import websocket as autobahn_twisted
+
+    adapter = autobahn_twisted.WebSocketAdapterProtocol
+    monkeypatch.setattr(adapter, "dataReceived", adapter.dataReceived)
+    highlighted = []
+    monkeypatch.setattr(autobahn_twisted, "hltype", lambda value: highlighted.append(value) or "t")
+    launcher.skip_autobahn_receive_debug_line()
+    launcher.skip_autobahn_receive_debug_line()  # twice is once
+
+    class Reader(adapter):
+        def __init__(self) -> None:
+            self.peer, self.read = "tcp4:127.0.0.1:1", []
+            self.log = txaio.make_logger()
+
+        def _dataReceived(self, data: bytes) -> None:
+            self.read.append(data)
+
+    reader = Reader()
+    level = txaio.get_global_log_level()
+    reader.dataReceived(b"frame")
+    assert reader.read == [b"frame"] and highlighted == []  # info: nothing built
+    try:
+        txaio.set_global_log_level("debug")
+        reader.dataReceived(b"again")
+    finally:
+        txaio.set_global_log_level(level)
+    assert reader.read == [b"frame", b"again"] and len(highlighted) == 1
