@@ -12,8 +12,6 @@ from django.conf import settings as django_settings
 
 from tests.support.server import LiveServer, migrate, sqlite_url
 
-pytest_plugins = ["tests.support.buses", "streaming.testing"]  # the `bus` fixture; the test kit (docs/testing.md)
-
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
