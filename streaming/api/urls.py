@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/token/refresh/", tokens.TokenRefreshPublicView.as_view(), name="token-refresh"),
     path("api/token/verify/", tokens.TokenVerifyPublicView.as_view(), name="token-verify"),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
+    path("api/asyncapi/", views.AsyncApiView.as_view(), name="asyncapi"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[]), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[]), name="api-redoc"),
 ]

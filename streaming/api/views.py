@@ -10,11 +10,12 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from streaming import history, hooks, live, protocol, security, selectors, services
+from streaming import asyncapi, history, hooks, live, protocol, security, selectors, services
 from streaming.api import serializers as s
 from streaming.api.authentication import request_identity
 from streaming.api.pagination import StrictPageNumberPagination
@@ -223,6 +224,7 @@ def api_root_links() -> dict[str, Any]:
         "token": "/api/token/",
         "schema": "/api/schema/",
         "docs": "/api/docs/",
+        "asyncapi": "/api/asyncapi/",
     }
 
 
@@ -234,3 +236,16 @@ class ApiRootView(APIView):
     @extend_schema(exclude=True)
     def get(self, request: Request) -> Response:
         return Response({name: request.build_absolute_uri(path) for name, path in api_root_links().items()})
+
+
+class AsyncApiView(APIView):
+    """The WebSocket and SSE protocol as an AsyncAPI 3.0 document (README, "AsyncAPI"): public, like
+    the OpenAPI schema, whatever credentials come with the request."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response(asyncapi.build(host=request.get_host(), secure=request.is_secure()))

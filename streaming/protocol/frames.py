@@ -1,4 +1,10 @@
-"""Client frames: the schema of each action's `data`, and their validation."""
+"""Client frames: the schema of each action's `data`, and their validation.
+
+Each check has its JSON Schema beside it (`SCHEMAS`), built from the same patterns and limits, and
+`frame_schema` is the JSON Schema of a whole frame: the AsyncAPI document of the protocol
+(`streaming/asyncapi.py`, `/api/asyncapi/`) is made from them, so it describes what `parse_frame`
+accepts. `parse_frame` itself never reads a schema.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ from typing import Any
 
 from streaming.errors import InvalidChannel, InvalidMessage, UnknownAction
 from streaming.protocol.names import (
+    CHANNEL_RE,
+    CONTENT_DEPTH_MAX,
     EPOCH_RE,
     MESSAGE_ID_MAX,
     REQUEST_ID_MAX,
     TYPE_RE,
+    USER_ID_RE,
     validate_channel,
     validate_user_id,
 )
@@ -21,6 +30,12 @@ from streaming.protocol.shapes import check_content
 # Client frames
 
 
+OFFSET_MAX = 2**63 - 1  # offsets are 64-bit signed integers in the database
+HISTORY_LIMIT_MAX = 1000  # messages in one `history` reply
+TOKEN_MAX = 8192  # characters of a token sent with `refresh`
+REQUEST_ID_INT_MAX = 2**53 - 1  # an integer request_id must survive a JavaScript number
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One field of an action's `data`: its check, and whether it must be present."""
@@ -28,20 +43,25 @@ class Field:
     check: Callable[[Any], Any]
     required: bool = False
 
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of what the check accepts (`SCHEMAS`)."""
+        return dict(SCHEMAS[self.check])
+
 
 def _channel(value: Any) -> str:
     return validate_channel(value)
 
 
 def _offset(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= OFFSET_MAX:
         raise ValueError("a non-negative integer offset")
     return value
 
 
 def _limit(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise ValueError("an integer from 1 to 1000")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= HISTORY_LIMIT_MAX:
+        raise ValueError(f"an integer from 1 to {HISTORY_LIMIT_MAX}")
     return value
 
 
@@ -64,7 +84,7 @@ def _boolean(value: Any) -> bool:
 
 
 def _token(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 8192:
+    if not isinstance(value, str) or not 0 < len(value) <= TOKEN_MAX:
         raise ValueError("a token string")
     return value
 
@@ -78,6 +98,45 @@ def _message_id(value: Any) -> str:
         raise ValueError(f"a string of 1-{MESSAGE_ID_MAX} characters")
     return value
 
+
+def _string(pattern: str, description: str) -> dict[str, Any]:
+    return {"type": "string", "pattern": pattern, "description": description}
+
+
+# What each check accepts, as JSON Schema. One difference JSON Schema cannot express: its
+# `integer` includes numbers written with a fraction part (`1.0`), which the checks refuse.
+CHANNEL_SCHEMA = _string(
+    CHANNEL_RE.pattern, "A channel name: 1-100 characters of A-Z a-z 0-9 _ . : @ -, starting with a letter or digit."
+)
+EPOCH_SCHEMA = _string(
+    EPOCH_RE.pattern, "A stream epoch: up to 16 letters and digits (empty while a channel has none)."
+)
+TYPE_SCHEMA = _string(TYPE_RE.pattern, "A message type: 1-64 characters of A-Z a-z 0-9 _ . : -.")
+USER_ID_SCHEMA = {
+    "oneOf": [
+        _string(USER_ID_RE.pattern, "1-64 characters of A-Z a-z 0-9 _ . : @ -."),
+        {"type": "integer", "description": "An integer user id, read as its decimal text."},
+    ]
+}
+REQUEST_ID_SCHEMA = {
+    "description": "Carried back in the reply (and in an error reply) to this frame.",
+    "oneOf": [
+        {"type": "string", "maxLength": REQUEST_ID_MAX},
+        {"type": "integer", "minimum": -REQUEST_ID_INT_MAX, "maximum": REQUEST_ID_INT_MAX},
+    ],
+}
+SCHEMAS: dict[Callable[[Any], Any], dict[str, Any]] = {
+    _channel: CHANNEL_SCHEMA,
+    _offset: {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX},
+    _limit: {"type": "integer", "minimum": 1, "maximum": HISTORY_LIMIT_MAX},
+    _message_type: TYPE_SCHEMA,
+    _epoch: EPOCH_SCHEMA,
+    _boolean: {"type": "boolean"},
+    _token: {"type": "string", "minLength": 1, "maxLength": TOKEN_MAX},
+    _user_id: USER_ID_SCHEMA,
+    _message_id: {"type": "string", "minLength": 1, "maxLength": MESSAGE_ID_MAX, "pattern": "^[^\\x00]*$"},
+    check_content: {"description": f"Any JSON value, nested at most {CONTENT_DEPTH_MAX} levels deep."},
+}
 
 ACTIONS: dict[str, dict[str, Field]] = {
     "ping": {},
@@ -127,11 +186,34 @@ def request_id_of(payload: Any) -> Any:
     request_id = payload.get("request_id")
     if isinstance(request_id, bool):
         return None
-    if isinstance(request_id, int) and abs(request_id) < 2**53:
+    if isinstance(request_id, int) and abs(request_id) <= REQUEST_ID_INT_MAX:
         return request_id
     if isinstance(request_id, str) and len(request_id) <= REQUEST_ID_MAX:
         return request_id
     return None
+
+
+def frame_schema(action: str) -> dict[str, Any]:
+    """The JSON Schema of a client frame naming `action`: what `parse_frame` accepts for it."""
+    fields = ACTIONS[action]
+    required = [key for key, field in fields.items() if field.required]
+    data: dict[str, Any] = {
+        "type": "object" if required else ["object", "null"],
+        "properties": {key: field.schema for key, field in fields.items()},
+        "additionalProperties": False,
+    }
+    if required:
+        data["required"] = required
+    return {
+        "type": "object",
+        "properties": {
+            "action": {"type": "string", "const": action},
+            "data": data,
+            "request_id": dict(REQUEST_ID_SCHEMA),
+        },
+        "required": ["action", "data"] if required else ["action"],
+        "additionalProperties": False,
+    }
 
 
 def parse_frame(payload: Any) -> Frame:
@@ -186,4 +268,4 @@ def _validate_data(schema: dict[str, Field], data: dict[str, Any]) -> dict[str, 
     return clean
 
 
-__all__ = ["ACTIONS", "FRAME_KEYS", "Field", "Frame", "parse_frame", "request_id_of"]
+__all__ = ["ACTIONS", "FRAME_KEYS", "Field", "Frame", "frame_schema", "parse_frame", "request_id_of"]

@@ -22,6 +22,16 @@ const RETRY_SUBSCRIBE = new Set(["unavailable", "rate_limited", "internal_error"
  * @typedef {"disconnected" | "connecting" | "connected"} ClientState
  * @typedef {"websocket" | "sse"} TransportName
  *
+ * The protocol, as the server's AsyncAPI document (`/api/asyncapi/`) describes it; a test compares
+ * these with the document.
+ * @typedef {"ping" | "pong" | "subscribe" | "unsubscribe" | "send_to_channel" | "send_to_user" | "message"
+ *   | "history" | "presence" | "snapshot" | "refresh"} ClientAction the action of a client frame
+ * @typedef {"connected" | "heartbeat" | "stream-reset" | "error" | "pong" | "subscribed" | "unsubscribed"
+ *   | "ack" | "history" | "presence" | "snapshot" | "refreshed"} ServerFrameType the `type` of a WebSocket
+ *   frame from the server other than an envelope (an envelope's `type` is its message type)
+ * @typedef {"connected" | "stream-open" | "stream-reset" | "stream-error" | "heartbeat"} StreamEventName an
+ *   SSE event other than an envelope (an envelope's event name is its `type`)
+ *
  * @typedef {object} ClientOptions
  * @property {string} [url] the server's base URL (`location.origin` when omitted)
  * @property {string | null} [token] a JWT; sent as the WebSocket subprotocol pair, or `?token=` on SSE
@@ -454,7 +464,7 @@ export class RealtimeClient extends Emitter {
   /**
    * Send an action and resolve with its reply's `content`; reject with a ReplyError carrying the
    * server's error code. While (re)connecting it waits for the connection, up to `requestTimeout`.
-   * @param {string} action
+   * @param {ClientAction} action
    * @param {Record<string, unknown>} [data]
    * @returns {Promise<any>}
    */
@@ -469,7 +479,7 @@ export class RealtimeClient extends Emitter {
 
   /**
    * @param {WebSocketTransport} transport
-   * @param {string} action
+   * @param {ClientAction} action
    * @param {Record<string, unknown>} [data]
    * @returns {Promise<any>}
    */
@@ -481,7 +491,7 @@ export class RealtimeClient extends Emitter {
    * Send a frame; `resolve` or `reject` is called with its reply as soon as it is read, before the
    * next frame (a `subscribed` reply must be handled before the history that follows it).
    * @param {WebSocketTransport} transport
-   * @param {string} action
+   * @param {ClientAction} action
    * @param {Record<string, unknown> | undefined} data
    * @param {(content: any) => void} resolve
    * @param {(error: Error) => void} reject
@@ -517,7 +527,7 @@ export class RealtimeClient extends Emitter {
     });
   }
 
-  /** Called by the WebSocket transport with a reply. @param {Record<string, any>} frame */
+  /** Called by the WebSocket transport with a reply. @param {{type: ServerFrameType, content: any, request_id?: unknown}} frame */
   _reply(frame) {
     const id = String(frame.request_id);
     const request = this._pending.get(id);

@@ -48,7 +48,9 @@ test("npm pack ships the sources and declarations that a TypeScript user compile
   assert.ok(files.includes("src/client.js") && files.includes("types/client.d.ts") && files.includes("package.json"), files.join(" "));
   assert.ok(!files.some((path) => path.startsWith("test/") || path.startsWith("node_modules/")), files.join(" "));
   const declarations = readFileSync(join(ROOT, "types/client.d.ts"), "utf8");
-  for (const name of ["class RealtimeClient", "subscribe(", "publish(", "sendToUser(", "ClientOptions"]) {
+  // The protocol's unions too: tests/streaming/test_asyncapi.py compares them with the server's AsyncAPI document.
+  const names = ["class RealtimeClient", "subscribe(", "publish(", "sendToUser(", "ClientOptions"];
+  for (const name of [...names, "type ClientAction", "type ServerFrameType", "type StreamEventName"]) {
     assert.ok(declarations.includes(name), `types/client.d.ts declares ${name}`);
   }
   // A consumer's code type-checks against the declarations; a misuse of the API does not.

@@ -1,5 +1,5 @@
 // How a TypeScript user calls the client; package.test.js type-checks it against the declarations.
-import { FatalError, RealtimeClient, ReplyError, type Subscription } from "../../types/client.js";
+import { type ClientAction, FatalError, RealtimeClient, ReplyError, type Subscription } from "../../types/client.js";
 
 const client = new RealtimeClient({
   url: "https://example.com",
@@ -22,6 +22,8 @@ async function main(): Promise<void> {
   const users: string[] | undefined = (await client.presence("presence-lobby")).users;
   const counts: number = (await client.presence("news", { countsOnly: true })).user_count;
   const epoch: string = (await client.history("news", { since: 1, epoch: "k3v9q2zd" })).epoch;
+  const action: ClientAction = "ping"; // the protocol's actions, as the server's /api/asyncapi/ lists them
+  await client.request(action);
   const serverChannels: string[] | undefined = client.connection?.serverChannels;
   const state: "disconnected" | "connecting" | "connected" = client.state;
   console.log(ack.id, history.has_more, users, counts, epoch, serverChannels, state, resumeFrom, again.epoch);
