@@ -1,7 +1,8 @@
 """The browser client (clients/js, served at /static/realtime/client.js) in real Chromium against
 real daphne processes: delivery, recovery across a server restart, history resets (stream
-epochs), server-side channels, token refresh, the SSE transport, the fallback to SSE, and
-refusals that stop it.
+epochs), server-side channels, token refresh, the SSE transport, the fallback to SSE, refusals
+that stop it, and a snapshot then a subscription from its position under concurrent updates
+(the example application examples/documents, on a server of its own).
 
 Each test loads the library into a page of the server's own origin and drives it with
 `page.evaluate`; what the page's handlers received is read back and asserted.
@@ -10,8 +11,12 @@ Each test loads the library into a page of the server's own origin and drives it
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +25,7 @@ import pytest
 
 from streaming.auth import authenticator
 from tests.e2e.browser import VIEWPORT, launch_chromium, require_chromium
-from tests.support.server import ADMIN_HEADERS, ROOT, LiveServer
+from tests.support.server import ADMIN_HEADERS, ROOT, LiveServer, base_env, sqlite_url
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -419,3 +424,81 @@ def test_html_example_shows_history_and_live_news_and_publishes(live_server_fact
     finally:
         context.close()
     assert not errors, errors
+
+
+# -- snapshot, then the subscription from its position (examples/documents) ----------------------
+
+
+@pytest.fixture(scope="module")
+def documents_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A server running the example application (settings `tests.settings`) on its own database."""
+    url = sqlite_url(str(tmp_path_factory.mktemp("documents")))
+    env = base_env(url, DJANGO_SETTINGS_MODULE="tests.settings")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    server = LiveServer(url, CHANNEL_HISTORY_SIZE="1000", DJANGO_SETTINGS_MODULE="tests.settings").start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_js_client_subscribe_with_snapshot_shows_each_title_once_in_order_under_concurrent_updates(
+    documents_server, new_page, transport
+):
+    server = documents_server
+    response = httpx.post(f"{server.http}/documents/", json={"title": "start", "folder": transport}, timeout=10)
+    assert response.status_code == 201, response.text
+    pk = response.json()["id"]
+    channel = f"doc:{pk}"
+    token = token_for("alice")
+    page = new_page(server, transport=transport, token=token)
+    connect(page)
+    writers, updates = 3, 25
+    written = []
+    lock = threading.Lock()
+
+    def write(index: int) -> None:
+        with httpx.Client(timeout=10) as http:
+            for n in range(updates):
+                reply = http.post(f"{server.http}/documents/{pk}/", json={"title": f"w{index}-{n}"})
+                assert reply.status_code == 200, reply.text
+                with lock:
+                    written.append(n)
+                time.sleep(0.02)
+
+    with ThreadPoolExecutor(writers) as pool:
+        running = [pool.submit(write, index) for index in range(writers)]
+        while len(written) < 10:  # the snapshot is taken while the writers go on
+            time.sleep(0.01)
+        snapshot = page.evaluate(
+            """async (channel) => {
+              window.order = [];
+              const listeners = { updated: (envelope) => order.push([envelope.offset, envelope.content.data.title]) };
+              const snapshot = await client.subscribeWithSnapshot(channel, listeners);
+              order.push("snapshot");
+              return snapshot;
+            }""",
+            channel,
+        )
+        for future in running:
+            future.result()
+    history = httpx.get(
+        f"{server.http}/api/channels/{channel}/history/?since=0&limit=1000", headers=ADMIN_HEADERS
+    ).json()
+    head, offset = history["offset"], snapshot["offset"]
+    assert head == 1 + writers * updates
+    assert 10 <= offset < head, "taken while the writers were writing"
+    titles = [message["content"]["data"]["title"] for message in history["messages"]]
+    wait_for(page, f"order.length === {head - offset + 1}")
+    time.sleep(0.3)  # anything delivered twice would have arrived by now
+    order = page.evaluate("order")
+    assert order[0] == "snapshot", "resolved before any later update was delivered"
+    # The snapshot's title, then each later update once, in order: the channel's whole sequence from there.
+    assert [snapshot["data"]["title"]] + [title for _, title in order[1:]] == titles[offset - 1 :]
+    assert [update_offset for update_offset, _ in order[1:]] == list(range(offset + 1, head + 1))
+    assert position(page, channel) == [head, history["epoch"]]
+    if transport == "sse":
+        url = [t[2] for t in page.evaluate("log.traces") if t[:2] == ["out", "GET"]]
+        assert any("/snapshot/" in text for text in url), "the snapshot came over HTTP"
+        resumed = parse_qs(urlsplit(url[-1]).query)["lastEventId"][0]
+        assert f"doc%3A{pk}:{offset}-{snapshot['epoch']}" in resumed
+        assert all(token not in text for text in url), "no credential in the log"

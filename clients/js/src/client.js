@@ -43,6 +43,7 @@ const RETRY_SUBSCRIBE = new Set(["unavailable", "rate_limited", "internal_error"
  *   WebSocket handshake is refused or blocked
  * @property {string} [wsPath]
  * @property {string} [ssePath]
+ * @property {string} [apiPath] the HTTP API's prefix, for snapshots over HTTP (`/api`)
  * @property {boolean} [autoReconnect] reconnect when a connection drops (default true)
  * @property {number | null} [maxReconnectAttempts] failed attempts in a row before giving up (null: never)
  * @property {number} [reconnectInterval] ms, the backoff's first ceiling (1000)
@@ -54,7 +55,8 @@ const RETRY_SUBSCRIBE = new Set(["unavailable", "rate_limited", "internal_error"
  * @property {number} [dedupSize] envelope ids remembered to drop duplicates (1024)
  * @property {() => number} [random] the backoff's source of jitter
  * @property {any} [WebSocket] the WebSocket class (default: the global one)
- * @property {typeof fetch} [fetch] the fetch function of the SSE transport (default: the global one)
+ * @property {typeof fetch} [fetch] the fetch function of the SSE transport and of snapshots over HTTP
+ *   (default: the global one)
  *
  * @typedef {object} ConnectedContext
  * @property {TransportName} transport
@@ -82,6 +84,7 @@ const DEFAULTS = {
   transport: /** @type {"auto" | TransportName} */ ("auto"),
   wsPath: "/ws/connect",
   ssePath: "/sse/connect",
+  apiPath: "/api",
   autoReconnect: true,
   maxReconnectAttempts: /** @type {number | null} */ (null),
   reconnectInterval: 1000,
@@ -93,6 +96,13 @@ const DEFAULTS = {
   dedupSize: 1024,
   random: Math.random,
 };
+
+/** Throws `invalid_channel` for a name the server would refuse. @param {unknown} channel */
+function checkChannel(channel) {
+  if (typeof channel !== "string" || !CHANNEL_RE.test(channel)) {
+    throw new RealtimeError("invalid_channel", `not a channel name: ${JSON.stringify(channel)}`);
+  }
+}
 
 /** A settled-later promise; its rejection counts as handled, so an unawaited connect() stays quiet. */
 function deferred() {
@@ -602,6 +612,71 @@ export class RealtimeClient extends Emitter {
     return Date.now() - started;
   }
 
+  // -- snapshots -------------------------------------------------------------------------------
+
+  /**
+   * @typedef {{channel: string, offset: number, epoch: string, data: any, has_more: boolean}} Snapshot
+   *   a live channel's data (an object, or a page of a list: `has_more`) and the channel's position
+   *   (`offset` of the history `epoch`), read in one transaction
+   */
+
+  /**
+   * A live channel's snapshot: the `snapshot` action on WebSocket; on SSE, or while disconnected,
+   * `GET <apiPath>/channels/<name>/snapshot/` with the client's credentials. Rejects with a
+   * ReplyError: `forbidden`, `not_found` (no such object, or no live channel), `invalid_channel`.
+   * @param {string} channel
+   * @returns {Promise<Snapshot>}
+   */
+  async snapshot(channel) {
+    if (this.state === "connecting") await this._whenConnected();
+    const transport = this._t;
+    if (transport instanceof WebSocketTransport) return this._call(transport, "snapshot", { channel });
+    const { apiKey, apiPath, getToken } = this.options;
+    const token = this._token || (getToken ? (this._token = (await getToken()) || null) : null);
+    const url = this._endpoint(`${apiPath}/channels/${encodeURIComponent(channel)}/snapshot/`, "http");
+    const query = token ? `?token=${encodeURIComponent(token)}` : apiKey ? `?api_key=${encodeURIComponent(apiKey)}` : "";
+    this._trace("out", "GET", url);
+    /** @type {Response} */
+    let response;
+    try {
+      response = await (this.options.fetch || globalThis.fetch)(url + query, { headers: { Accept: "application/json" }, cache: "no-store" });
+    } catch (error) {
+      throw new ConnectionError("connect_failed", `cannot reach ${url}: ${/** @type {Error} */ (error).message}`);
+    }
+    const body = await response.json().catch(() => null);
+    this._trace("in", String(response.status), JSON.stringify(body));
+    if (response.ok && body) return body;
+    const error = new ReplyError(body?.type ? body : { type: "unknown_error", error: `HTTP ${response.status}` });
+    error.status = response.status;
+    throw error;
+  }
+
+  /**
+   * Take a live channel's snapshot, then follow the channel from its position. Resolves with the
+   * snapshot as soon as it is read, before anything later is delivered; from then on the channel's
+   * subscription delivers exactly the envelopes published after what the snapshot's `data` shows
+   * (no gap, no duplicate), and resumes from there after reconnections. `listeners`
+   * (`{message: fn, updated: fn, …}`) are added to the subscription (`getSubscription(channel)`).
+   * On a channel subscribed already, its position moves to the snapshot's and its envelopes up to
+   * there that arrive afterwards are dropped. Rejects as `snapshot()`, subscribing to nothing.
+   * @param {string} channel
+   * @param {Record<string, (payload: any) => void>} [listeners]
+   * @returns {Promise<Snapshot>}
+   */
+  async subscribeWithSnapshot(channel, listeners = {}) {
+    checkChannel(channel);
+    const snapshot = await this.snapshot(channel);
+    const { offset, epoch } = snapshot;
+    let subscription = this._subscriptions.get(channel);
+    if (subscription && offset > 0) {
+      if (subscription.epoch !== epoch || !(Number(subscription.position) >= offset)) Object.assign(subscription, { position: offset, epoch });
+      subscription._floor = [offset, epoch];
+    }
+    subscription ||= this.subscribe(channel, { since: offset, epoch });
+    for (const [name, listener] of Object.entries(listeners)) subscription.on(name, listener);
+    return snapshot;
+  }
+
   // -- subscriptions ---------------------------------------------------------------------------
 
   /**
@@ -612,9 +687,7 @@ export class RealtimeClient extends Emitter {
    * @param {{since?: unknown, epoch?: string}} [options]
    */
   subscribe(channel, { since, epoch } = {}) {
-    if (typeof channel !== "string" || !CHANNEL_RE.test(channel)) {
-      throw new RealtimeError("invalid_channel", `not a channel name: ${JSON.stringify(channel)}`);
-    }
+    checkChannel(channel);
     let subscription = this._subscriptions.get(channel);
     if (subscription) return subscription;
     subscription = new Subscription(this, channel, since, epoch);
@@ -720,6 +793,11 @@ export class RealtimeClient extends Emitter {
       return;
     }
     const subscription = envelope.channel == null ? undefined : this._subscriptions.get(envelope.channel);
+    const floor = subscription?._floor;
+    if (floor && typeof envelope.offset === "number") {
+      if (envelope.offset <= floor[0]) return this._trace("in", "duplicate", `dropped ${envelope.id}: in the snapshot`);
+      /** @type {Subscription} */ (subscription)._floor = null; // past the snapshot: offsets only grow from here
+    }
     if (subscription && positioned && envelope.offset != null) subscription.position = envelope.offset;
     subscription?._deliver(envelope);
     this.emit("message", envelope);

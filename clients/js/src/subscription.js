@@ -44,6 +44,8 @@ export class Subscription extends Emitter {
     this.recovered = null;
     /** Why the server refused the subscription, when it did. @type {Error | null} */
     this.error = null;
+    /** A snapshot's (offset, epoch): envelopes up to it that arrive after it are dropped. @type {[number, string] | null} */
+    this._floor = null;
   }
 
   /** Leave the channel; it is not restored after reconnections. */
@@ -106,6 +108,7 @@ export class Subscription extends Emitter {
 
   /** The channel's history was reset (`position` and `epoch` are the new ones). @param {boolean} resumed */
   _reset(resumed) {
+    if (this._floor?.[1] !== this.epoch) this._floor = null; // the snapshot was of another history
     /** @type {ResetContext} */
     const context = { channel: this.channel, epoch: this.epoch, position: this.position, resumed };
     this.emit("stream-reset", context);

@@ -165,6 +165,12 @@ export class FakeStreamRequest {
     this._controller.close();
   }
 
+  /** Answer with a JSON body (an HTTP API request, such as a snapshot's). */
+  json(body, status = 200) {
+    this._resolve(new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } }));
+    return this;
+  }
+
   refuse(status, body = { type: "error", error: "refused" }, headers = {}) {
     this._resolve(new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } }));
   }

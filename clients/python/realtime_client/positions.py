@@ -10,7 +10,7 @@ epoch), and is handed back unchanged as `Last-Event-ID`: only this module reads 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 _POSITION = re.compile(r"(\d+)(?:-([A-Za-z0-9]{1,16}))?")
 
@@ -25,6 +25,20 @@ def parse_event_id(event_id: str | None) -> dict[str, tuple[int, str]]:
         if colon and channel and match:
             positions[unquote(channel)] = (int(match[1]), match[2] or "")
     return positions
+
+
+def with_positions(event_id: str | None, positions: dict[str, tuple[int, str]]) -> str:
+    """`event_id` with the (offset, epoch) of `positions`' channels put in place of theirs (or
+    added): the `Last-Event-ID` that resumes those channels from there and the others as before.
+    Parts that are not positions are left out."""
+    parts = []
+    for part in (event_id or "").split(","):
+        channel, colon, raw = part.rpartition(":")
+        if colon and channel and _POSITION.fullmatch(raw) and unquote(channel) not in positions:
+            parts.append(part)
+    for channel, (offset, epoch) in positions.items():
+        parts.append(f"{quote(channel, safe='')}:{offset}" + (f"-{epoch}" if epoch else ""))
+    return ",".join(parts)
 
 
 def was_reset(since: int | None, epoch: str | None, offset: int, current: str | None, recovered: bool) -> bool:

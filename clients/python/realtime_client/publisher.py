@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -11,7 +12,7 @@ from realtime_client.exceptions import ConnectFailed, ReplyError, RequestTimeout
 
 
 class HTTPPublisher:
-    """POSTs to the publishing endpoints; each method returns the server's JSON reply.
+    """POSTs to the publishing endpoints (and reads snapshots); each method returns the server's JSON reply.
 
     An error status raises ReplyError with the body's `type` as `code` and the HTTP `status`.
     """
@@ -72,11 +73,24 @@ class HTTPPublisher:
         body.update({key: value for key, value in optional.items() if value is not None})
         return await self.post("/sse/notification", body)
 
+    async def snapshot(self, channel: str) -> dict[str, Any]:
+        """A live channel's snapshot (`GET /api/channels/<name>/snapshot/`): `{channel, offset,
+        epoch, data, has_more}`, the application's data and the channel's position read with it.
+        ReplyError `forbidden` (403) or `not_found` (404) when it may not be read or does not exist."""
+        return await self.get(f"/api/channels/{quote(channel, safe='')}/snapshot/")
+
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to `path`; the reply's JSON, or ReplyError for an error status."""
+        return await self._request("POST", path, body)
+
+    async def get(self, path: str) -> Any:
+        """GET `path`; the reply's JSON, or ReplyError for an error status."""
+        return await self._request("GET", path)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         url = self.endpoint.http_url(path)
         try:
-            response = await self._client().post(url, json=body, headers=self.endpoint.headers())
+            response = await self._client().request(method, url, json=body, headers=self.endpoint.headers())
         except httpx.TimeoutException as error:
             raise RequestTimeout(f"no reply from {url} within {self.timeout:g} s") from error
         except httpx.TransportError as error:

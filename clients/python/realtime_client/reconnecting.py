@@ -23,6 +23,7 @@ from realtime_client.endpoint import Endpoint
 from realtime_client.exceptions import (
     ClientError,
     ConnectFailed,
+    ConnectionLost,
     NotConnected,
     ReconnectFailed,
     RequestTimeout,
@@ -34,6 +35,11 @@ default_logger = logging.getLogger("realtime_client")
 
 NORMAL_CLOSURE = 1000
 _END = object()
+
+
+class Reopen(ConnectionLost):
+    """The client ends its own connection to open another at once (an SSE stream whose channels
+    changed): no backoff, no `on_disconnect`, and not subject to `process_exception`."""
 
 
 def process_exception(error: ClientError) -> ClientError | None:
@@ -94,6 +100,7 @@ class ReconnectingClient:
         self._hooks = Handlers()
         self._dispatcher = Dispatcher(self._callback_failed, logger)
         self._recent = RecentIds(dedup_size)
+        self._floors: dict[str, tuple[int, str]] = {}  # channel -> (offset, epoch) of a snapshot taken on it
         self._listeners: set[asyncio.Queue[Any]] = set()
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
@@ -205,8 +212,11 @@ class ReconnectingClient:
             ended = await self._read()
             self._cancel_restore()
             await self._close_transport(ended)
-            final = self._verdict(ended) if self.auto_reconnect else ended
-            self._emit_disconnect(ended, reconnecting=final is None)
+            if isinstance(ended, Reopen):
+                final = None
+            else:
+                final = self._verdict(ended) if self.auto_reconnect else ended
+                self._emit_disconnect(ended, reconnecting=final is None)
             if final is None:
                 final = await self._reconnect(ended)
             if final is not None:
@@ -218,17 +228,22 @@ class ReconnectingClient:
             self.backoff.reset()
         self._set_state(ClientState.CONNECTING)
         limit = self.max_reconnect_attempts
-        while limit is None or self.backoff.attempts < limit:
-            delay = next(self.backoff)
-            if isinstance(error, ConnectFailed) and error.retry_after:
-                delay = max(delay, error.retry_after)
-            self.logger.info("reconnecting in %.2f s (attempt %d): %s", delay, self.backoff.attempts, error)
-            await asyncio.sleep(delay)
+        at_once = isinstance(error, Reopen)  # a first attempt without delay, not counted
+        while at_once or limit is None or self.backoff.attempts < limit:
+            if at_once:
+                at_once = False
+                self.logger.debug("reopening: %s", error)
+            else:
+                delay = next(self.backoff)
+                if isinstance(error, ConnectFailed) and error.retry_after:
+                    delay = max(delay, error.retry_after)
+                self.logger.info("reconnecting in %.2f s (attempt %d): %s", delay, self.backoff.attempts, error)
+                await asyncio.sleep(delay)
             try:
                 await self._open()
             except ClientError as failure:
                 error = failure
-                final = self._verdict(failure)
+                final = self._verdict(failure) if self.auto_reconnect else failure
                 if final is not None:
                     return final
                 continue
@@ -297,13 +312,39 @@ class ReconnectingClient:
     # -- callbacks and delivery ----------------------------------------------------------------
 
     def _accept(self, envelope: dict[str, Any]) -> bool:
-        """Pass a delivered envelope to iterators; False for a duplicate, which is dropped."""
+        """Pass a delivered envelope to iterators; False for a duplicate, or for one a snapshot
+        of its channel already shows, which are dropped."""
+        if self._below_floor(envelope):
+            self.logger.debug("dropped envelope %s: the snapshot of its channel shows it", envelope["id"])
+            return False
         if self._recent.seen(envelope["id"]):
             self.logger.debug("dropped duplicate envelope %s", envelope["id"])
             return False
         for queue in self._listeners:
             queue.put_nowait(envelope)
         return True
+
+    def _set_floor(self, channel: str, offset: int, epoch: str) -> None:
+        """A snapshot of `channel` at (offset, epoch) was taken while its envelopes flow: those up
+        to `offset` that arrive from now on are in it, and are dropped."""
+        if offset > 0:
+            self._floors[channel] = (offset, epoch)
+
+    def _below_floor(self, envelope: dict[str, Any]) -> bool:
+        channel, offset = envelope.get("channel"), envelope.get("offset")
+        floor = self._floors.get(channel) if isinstance(channel, str) else None
+        if floor is None or not isinstance(offset, int):
+            return False
+        if offset <= floor[0]:
+            return True
+        del self._floors[channel]  # past the snapshot: offsets only grow from here (until a reset)
+        return False
+
+    def _reset_floor(self, channel: str, epoch: str | None) -> None:
+        """A channel's history was reset: a snapshot of another epoch no longer says anything."""
+        floor = self._floors.get(channel)
+        if floor is not None and floor[1] != (epoch or ""):
+            del self._floors[channel]
 
     def _dispatch(self, names: tuple[str, ...], argument: Any) -> None:
         self._dispatcher.put(self._handlers.matching(*names), argument, f"handler for {names[0]!r}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from realtime_client.contexts import ConnectedContext, ResetContext
+from realtime_client.contexts import ClientState, ConnectedContext, ResetContext
 from realtime_client.dedup import is_envelope
 from realtime_client.endpoint import DEFAULT_API_KEY_HEADER, Endpoint, refusal_error, retry_after_seconds
 from realtime_client.exceptions import (
@@ -17,14 +17,15 @@ from realtime_client.exceptions import (
     ClientError,
     ConnectFailed,
     ConnectionLost,
+    NotConnected,
     Refused,
     RequestTimeout,
     describe,
 )
 from realtime_client.handlers import Handler
-from realtime_client.positions import parse_event_id, was_reset
+from realtime_client.positions import parse_event_id, was_reset, with_positions
 from realtime_client.publisher import HTTPPublisher
-from realtime_client.reconnecting import ReconnectingClient
+from realtime_client.reconnecting import ReconnectingClient, Reopen
 from realtime_client.sse_decoder import ServerSentEvent, SSEDecoder
 
 # A `stream-error` condition, as the WebSocket close code that means the same.
@@ -58,7 +59,8 @@ class SSEClient(ReconnectingClient):
     whose history no longer reaches back gets `stream-reset`, so `client.recovery[channel]` is False.
     The id is the stream's position (`channel:offset-epoch,…`), resent as it came; `positions`
     reads it. A channel whose history was reset (a `stream-reset` after `stream-open`, or a
-    resumption from another epoch) is reported to `on_reset`.
+    resumption from another epoch) is reported to `on_reset`. `subscribe_with_snapshot` adds a
+    channel from a snapshot's position, reopening the stream at once.
     """
 
     def __init__(
@@ -89,6 +91,11 @@ class SSEClient(ReconnectingClient):
         self._stream_open = asyncio.Event()
         self._ending: ClientError | None = None
         self._silence_limit: float | None = None
+        self._stream_channels: list[str] = []  # the channels the current stream asked for
+        self._starting: dict[str, tuple[int, str]] = {}  # positions the next stream opens channels at
+        self._reopen: str | None = None  # why the stream is to be reopened with the current channels
+        self._deadline: asyncio.Timeout | None = None  # the wait for the next event, while there is one
+        self._carrying: dict[asyncio.Future[None], str] = {}  # a stream with this channel, awaited
 
     @property
     def url(self) -> str:
@@ -111,8 +118,9 @@ class SSEClient(ReconnectingClient):
 
     async def connect(self, channels: Iterable[str] | None = None) -> None:
         """Open the stream of `channels` (else the constructor's), plus `broadcast` and the user's own."""
-        if channels is not None:
-            self.channels = list(channels)
+        if channels is not None:  # channels added from a snapshot stay
+            asked = list(channels)
+            self.channels = [*asked, *(channel for channel in self._starting if channel not in asked)]
         await super().connect()
 
     # -- publishing over HTTP ------------------------------------------------------------------
@@ -148,10 +156,63 @@ class SSEClient(ReconnectingClient):
         """Publish several messages over HTTP at once (see `HTTPPublisher.publish_batch`)."""
         return await self.publisher.publish_batch(messages)
 
+    # -- snapshots -----------------------------------------------------------------------------
+
+    async def snapshot(self, channel: str) -> dict[str, Any]:
+        """A live channel's snapshot over HTTP (`GET /api/channels/<name>/snapshot/`): `{channel,
+        offset, epoch, data, has_more}`. ReplyError `forbidden` / `not_found` (with its `status`)."""
+        return await self.publisher.snapshot(channel)
+
+    async def subscribe_with_snapshot(self, channel: str) -> dict[str, Any]:
+        """Take a live channel's snapshot over HTTP, then add the channel to the stream from its
+        position; returns the snapshot. The channel's events delivered after it are exactly those
+        published after what its `data` shows — no gap, no duplicate.
+
+        A connected client reopens its stream at once with the channel added and `Last-Event-ID`
+        holding the snapshot's position (the other channels resume from theirs), and returns once
+        that stream is open; a disconnected one opens with it on `connect()`. On a channel the
+        stream carries already nothing is reopened: its events up to the snapshot's offset that
+        arrive after it are dropped. `on_event("snapshot")` handlers get `{"event": "snapshot",
+        "data": <the snapshot>, "id": None}` in order with the events. Raises ReplyError as
+        `snapshot()`, adding nothing.
+        """
+        snapshot = await self.snapshot(channel)
+        offset, epoch = snapshot["offset"], snapshot.get("epoch") or ""
+        carried = channel in self.channels or channel in self.server_channels
+        if carried:
+            self._set_floor(channel, offset, epoch)
+        else:
+            self.channels.append(channel)
+            self._starting[channel] = (offset, epoch)
+        self._dispatch(("snapshot",), {"event": "snapshot", "data": snapshot, "id": None})
+        if not carried and self.state in (ClientState.CONNECTING, ClientState.CONNECTED):
+            await self._reopen_with(channel, f"subscribed to {channel} from a snapshot")
+        return snapshot
+
+    async def _reopen_with(self, channel: str, reason: str) -> None:
+        """Reopen the stream with the current channels and wait until one carrying `channel` is open."""
+        self._reopen = reason
+        if self._deadline is not None:  # the reader waits for the next event: end that wait now
+            self._deadline.reschedule(asyncio.get_running_loop().time())
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._carrying[opened] = channel
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                await opened
+        except TimeoutError:
+            raise RequestTimeout(f"no stream with {channel!r} opened within {self.request_timeout:g} s") from None
+        finally:
+            self._carrying.pop(opened, None)
+
     # -- the stream ----------------------------------------------------------------------------
 
     async def _open(self) -> None:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.endpoint.headers()}
+        self._reopen = None  # this stream asks for the channels as they are now
+        self._stream_channels = list(self.channels)
+        if self._starting:
+            self.last_event_id = with_positions(self.last_event_id, self._starting)
+            self._starting = {}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         params = {"channels": ",".join(self.channels)} if self.channels else None
@@ -237,13 +298,19 @@ class SSEClient(ReconnectingClient):
 
     async def _read(self) -> ClientError:
         while True:
+            if self._reopen is not None:
+                return Reopen(self._reopen)
             try:
-                async with asyncio.timeout(self._silence_limit):
+                async with asyncio.timeout(self._silence_limit) as self._deadline:
                     event = await self._next_event()
             except TimeoutError:
+                if self._reopen is not None:
+                    return Reopen(self._reopen)
                 return ConnectionLost(f"no event from the server for {self._silence_limit:g} s (two heartbeats)")
             except httpx.HTTPError as error:
                 return self._ending or ConnectionLost(f"the stream broke: {describe(error)}")
+            finally:
+                self._deadline = None
             if event is None:
                 return self._ending or ConnectionLost("the server ended the stream")
             self._receive(event)
@@ -258,6 +325,7 @@ class SSEClient(ReconnectingClient):
                 positions = parse_event_id(event.id)
                 for channel in data.get("channels") or ():
                     offset, epoch = positions.get(channel, (0, ""))
+                    self._reset_floor(channel, epoch)
                     self._emit("reset", ResetContext(channel, epoch, offset, resumed=False))
             else:  # the resumption did not recover the channel
                 self._reset.update(data.get("channels") or ())
@@ -279,8 +347,12 @@ class SSEClient(ReconnectingClient):
                 continue
             (since, epoch), (offset, current) = resumed[channel], positions[channel]
             if was_reset(since, epoch, offset, current, recovered=False):
+                self._reset_floor(channel, current)
                 self._emit("reset", ResetContext(channel, current, offset, resumed=True))
         self._stream_open.set()
+        for waiter, channel in self._carrying.items():
+            if channel in self._stream_channels and not waiter.done():
+                waiter.set_result(None)
 
     async def _restore(self) -> dict[str, bool]:
         """Resuming happened in the request (Last-Event-ID); wait until the replay is over."""
@@ -294,6 +366,9 @@ class SSEClient(ReconnectingClient):
         return {channel: channel in resumed and channel not in self._reset for channel in channels}
 
     async def _release(self) -> None:
+        for waiter in self._carrying:
+            if not waiter.done():
+                waiter.set_exception(self.error or NotConnected("the client disconnected"))
         await self.publisher.aclose()
         http, self._http = self._http, None
         if http is not None:

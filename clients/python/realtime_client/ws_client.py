@@ -97,6 +97,7 @@ class WebSocketClient(ReconnectingClient):
         self._epochs: dict[str, str] = {}
         self._server_side: set[str] = set()  # joined by the server at connect, not subscribed to
         self._subscribing: dict[str, tuple[int | None, str | None]] = {}  # the position each subscribe resumes from
+        self._snapshotting: dict[str, int] = {}  # channels with a subscribe_with_snapshot waiting for its snapshot
         self._silence_limit: float | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._publisher: HTTPPublisher | None = None  # for publish_batch, made on first use
@@ -220,6 +221,7 @@ class WebSocketClient(ReconnectingClient):
         recovered = bool(content.get("recovered"))
         if was_reset(since, epoch, offset, current, recovered):
             self._channels[channel] = offset  # our offsets count for nothing in the new history
+            self._reset_floor(channel, current)
             self._emit("reset", ResetContext(channel, current, offset, resumed=True))
         elif offset == (since or 0) or (since is not None and not recovered):
             # Nothing to replay, or what is left of the history follows: the head is our position.
@@ -234,13 +236,60 @@ class WebSocketClient(ReconnectingClient):
         if channel in self._channels:
             self._channels[channel] = offset
             self._epochs[channel] = epoch
+        self._reset_floor(channel, epoch)
         self._emit("reset", ResetContext(channel, epoch, offset, resumed=False))
+
+    async def snapshot(self, channel: str) -> dict[str, Any]:
+        """A live channel's snapshot: `{channel, offset, epoch, data, has_more}` — the application's
+        data and the channel's position, read in one transaction. ReplyError `forbidden`,
+        `not_found` (no such object, or not a live channel) or `invalid_channel` otherwise."""
+        return await self.request("snapshot", {"channel": channel})
+
+    async def subscribe_with_snapshot(self, channel: str) -> dict[str, Any]:
+        """Take a live channel's snapshot, then follow the channel from its position: returns the
+        snapshot (as `snapshot()`), and the envelopes of the channel delivered after it are
+        exactly those published after what its `data` shows — no gap, no duplicate.
+
+        The subscription sends `since` = the snapshot's offset and `epoch` = its epoch, and that
+        position is what a reconnection resumes from. On a channel followed already (subscribed,
+        or joined by the server) nothing is subscribed again: its position moves to the
+        snapshot's, and envelopes up to the snapshot's offset that arrive after it are dropped.
+        The snapshot reply reaches `on_message("snapshot")` handlers in order with the envelopes.
+        Raises ReplyError (`forbidden`, `not_found`, …) as `snapshot()`, subscribing to nothing.
+        """
+        self._snapshotting[channel] = self._snapshotting.get(channel, 0) + 1
+        try:
+            snapshot = await self.snapshot(channel)
+        finally:
+            self._snapshotting[channel] -= 1
+            if not self._snapshotting[channel]:
+                del self._snapshotting[channel]
+        if channel not in self._channels:
+            await self.subscribe_to_channel(channel, snapshot["offset"], snapshot.get("epoch") or None)
+        return snapshot
+
+    def _snapshot_taken(self, content: Any) -> None:
+        """A `snapshot` reply, read before the frames that follow it: on a channel followed already
+        and awaited by subscribe_with_snapshot, the snapshot's position becomes the channel's and
+        its envelopes up to there are dropped from now on."""
+        channel = content.get("channel") if isinstance(content, dict) else None
+        if channel not in self._snapshotting or channel not in self._channels:
+            return
+        offset, epoch = content.get("offset"), content.get("epoch") or ""
+        if not isinstance(offset, int):
+            return
+        if epoch and epoch != self._epochs.get(channel):
+            self._channels[channel], self._epochs[channel] = offset, epoch
+        else:
+            self._channels[channel] = _later(self._channels[channel], offset)
+        self._set_floor(channel, offset, epoch)
 
     async def unsubscribe_from_channel(self, channel: str) -> dict[str, Any]:
         """Leave a channel; it is no longer restored after reconnections."""
         content = await self.request("unsubscribe", {"channel": channel})
         self._channels.pop(channel, None)
         self._epochs.pop(channel, None)
+        self._floors.pop(channel, None)
         self._server_side.discard(channel)
         self.recovery.pop(channel, None)
         return content
@@ -368,6 +417,7 @@ class WebSocketClient(ReconnectingClient):
         for channel in self._server_side.difference(server_side):
             self._channels.pop(channel, None)
             self._epochs.pop(channel, None)
+            self._floors.pop(channel, None)
             self.recovery.pop(channel, None)
         self._server_side = {channel for channel in server_side if channel not in explicit}
         for channel in server_side:
@@ -406,6 +456,8 @@ class WebSocketClient(ReconnectingClient):
             self._subscribed(frame.get("content"))
         elif kind == "stream-reset":
             self._stream_reset(frame.get("content"))
+        elif kind == "snapshot":
+            self._snapshot_taken(frame.get("content"))
         elif is_envelope(frame):
             if not self._accept(frame):
                 return
@@ -429,6 +481,7 @@ class WebSocketClient(ReconnectingClient):
             except ReplyError as error:
                 self._channels.pop(channel, None)
                 self._epochs.pop(channel, None)
+                self._floors.pop(channel, None)
                 self._server_side.discard(channel)
                 self._report(error, f"resubscribing to {channel!r}")
                 recovered[channel] = False

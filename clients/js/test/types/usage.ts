@@ -14,6 +14,11 @@ news.on("gap", () => console.log("reload"));
 news.on("stream-reset", (reset) => console.log("history reset", reset.epoch, reset.resumed));
 const resumeFrom: { position: unknown; epoch: string | null; serverSide: boolean } = news;
 const again: Subscription = client.subscribe("quotes", { since: 7, epoch: "k3v9q2zd" });
+const docSnapshot: Promise<{ offset: number; epoch: string; data: any; has_more: boolean }> = client.subscribeWithSnapshot(
+  "doc:5",
+  { updated: (envelope) => console.log(envelope.content) },
+);
+void client.snapshot("docs:general").then((page) => console.log(page.data, page.has_more, docSnapshot));
 
 async function main(): Promise<void> {
   await client.connect();
