@@ -192,7 +192,7 @@ class ChannelSnapshotView(APIView):
 
     @extend_schema(
         parameters=[CHANNEL_NAME],
-        responses={200: s.SnapshotSerializer, 400: s.ErrorSerializer, **COMMON_ERRORS},
+        responses={200: s.SnapshotSerializer, 400: s.ErrorSerializer, 404: s.ErrorSerializer, **COMMON_ERRORS},
     )
     def get(self, request: Request, name: str) -> Response:
         protocol.validate_channel(name)
