@@ -4,25 +4,16 @@ a `websockets` server for the WebSocket client, an httpx mock transport for the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import websockets
+import scripted
 from realtime_client import ResetContext, SSEClient, WebSocketClient, parse_event_id
 from realtime_client.positions import was_reset
-
-FAST = {"reconnect_interval": 0.01, "max_reconnect_delay": 0.02, "request_timeout": 2, "open_timeout": 2}
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := predicate()):
-            await asyncio.sleep(0.005)
-    return value
+from scripted import FAST, eventually
 
 
 def envelope(channel: str, content: Any, offset: int | None, id: str | None = None) -> dict[str, Any]:
@@ -58,62 +49,37 @@ def test_a_resumption_is_a_reset_when_the_epoch_changed_or_the_head_is_behind():
 # -- a scripted WebSocket server ---------------------------------------------------------------------
 
 
-class ScriptedServer:
+class ScriptedServer(scripted.ScriptedServer):
     """Greets each connection with `greetings[n]` (the last one repeated) and answers each
     `subscribe` with `subscribed[channel]` (a list consumed in order), then its history."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.greetings: list[dict[str, Any]] = [{}]
         self.subscribed: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
-        self.frames: list[list[dict[str, Any]]] = []  # per connection
-        self.sockets: list[Any] = []
-        self.port = 0
-        self._server: Any = None
-
-    async def __aenter__(self) -> ScriptedServer:
-        self._server = await websockets.serve(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
 
     def subscribes(self, connection: int) -> list[dict[str, Any]]:
         frames = self.frames[connection - 1] if len(self.frames) >= connection else []
         return [frame["data"] for frame in frames if frame["action"] == "subscribe"]
 
-    async def push(self, frame: dict[str, Any]) -> None:
-        await self.sockets[-1].send(json.dumps(frame))
-
     async def drop(self) -> None:
         await self.sockets[-1].close(1011, "")
 
-    async def _handle(self, socket: Any) -> None:
-        number = len(self.sockets)
-        self.sockets.append(socket)
-        self.frames.append([])
-        data = {"connection_id": f"c{number + 1}", "user_id": None, "heartbeat_interval": 30}
-        data.update(self.greetings[min(number, len(self.greetings) - 1)])
-        await socket.send(json.dumps({"type": "connected", "data": data}))
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self._answer(socket, number)
+    def greeting(self, number: int) -> dict[str, Any]:
+        return {**super().greeting(number), **self.greetings[min(number, len(self.greetings) - 1)]}
 
-    async def _answer(self, socket: Any, number: int) -> None:
-        async for text in socket:
-            frame = json.loads(text)
-            self.frames[number].append(frame)
-            action, request_id, request = frame["action"], frame.get("request_id"), frame.get("data", {})
-            if action == "subscribe":
-                script = self.subscribed.get(request["channel"]) or [({"offset": 0, "epoch": ""}, [])]
-                reply, history = script.pop(0) if len(script) > 1 else script[0]
-                content = {"channel": request["channel"], "recovered": False, **reply}
-                await socket.send(json.dumps({"type": "subscribed", "content": content, "request_id": request_id}))
-                for item in history:
-                    await socket.send(json.dumps(item))
-            elif action in ("presence", "history"):
-                content = {"channel": request["channel"], "echo": request}
-                await socket.send(json.dumps({"type": action, "content": content, "request_id": request_id}))
+    async def answer(self, socket: Any, number: int, frame: dict[str, Any]) -> None:
+        action, request_id, request = frame["action"], frame.get("request_id"), frame.get("data", {})
+        if action == "subscribe":
+            script = self.subscribed.get(request["channel"]) or [({"offset": 0, "epoch": ""}, [])]
+            reply, history = script.pop(0) if len(script) > 1 else script[0]
+            await self.reply(
+                socket, "subscribed", {"channel": request["channel"], "recovered": False, **reply}, request_id
+            )
+            for item in history:
+                await socket.send(json.dumps(item))
+        elif action in ("presence", "history"):
+            await self.reply(socket, action, {"channel": request["channel"], "echo": request}, request_id)
 
 
 @pytest.fixture

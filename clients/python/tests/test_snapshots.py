@@ -5,25 +5,16 @@ and the snapshot API)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import websockets
+import scripted
 from realtime_client import HTTPPublisher, ReplyError, SSEClient, WebSocketClient
 from realtime_client.positions import parse_event_id, with_positions
-
-FAST = {"reconnect_interval": 0.01, "max_reconnect_delay": 0.02, "request_timeout": 2, "open_timeout": 2}
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := predicate()):
-            await asyncio.sleep(0.005)
-    return value
+from scripted import FAST, eventually
 
 
 def envelope(channel: str, offset: int, type: str = "updated") -> dict[str, Any]:
@@ -52,55 +43,33 @@ def test_a_position_is_put_in_place_of_a_channels_own_or_added_to_an_event_id():
 # -- WebSocket -----------------------------------------------------------------------------------
 
 
-class ScriptedServer:
+class ScriptedServer(scripted.ScriptedServer):
     """Answers `snapshot` with `snapshots[channel]` (an error reply for a string) and `subscribe`
     with `subscribed` at the channel's head; `push` sends frames on the last connection."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.snapshots: dict[str, dict[str, Any] | str] = {}
         self.heads: dict[str, tuple[int, str]] = {}
-        self.frames: list[list[dict[str, Any]]] = []
-        self.sockets: list[Any] = []
-        self.port = 0
-        self._server: Any = None
-
-    async def __aenter__(self) -> ScriptedServer:
-        self._server = await websockets.serve(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        await self._server.wait_closed()
 
     def actions(self, connection: int = 1) -> list[tuple[str, dict[str, Any]]]:
         return [(frame["action"], frame.get("data", {})) for frame in self.frames[connection - 1]]
 
-    async def push(self, *frames: dict[str, Any]) -> None:
-        for frame in frames:
-            await self.sockets[-1].send(json.dumps(frame))
+    def greeting(self, number: int) -> dict[str, Any]:
+        return {**super().greeting(number), "user_id": "7"}
 
-    async def _handle(self, socket: Any) -> None:
-        self.sockets.append(socket)
-        self.frames.append(received := [])
-        greeting = {"connection_id": f"c{len(self.sockets)}", "user_id": "7", "heartbeat_interval": 30}
-        await socket.send(json.dumps({"type": "connected", "data": greeting}))
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for text in socket:
-                frame = json.loads(text)
-                received.append(frame)
-                channel, request_id = frame.get("data", {}).get("channel"), frame.get("request_id")
-                if frame["action"] == "snapshot":
-                    answer = self.snapshots[channel]
-                    if isinstance(answer, str):
-                        reply = {"type": "error", "content": {"type": answer, "error": "refused"}}
-                    else:
-                        reply = {"type": "snapshot", "content": answer}
-                    await socket.send(json.dumps({**reply, "request_id": request_id}))
-                elif frame["action"] == "subscribe":
-                    offset, epoch = self.heads.get(channel, (0, ""))
-                    content = {"channel": channel, "offset": offset, "epoch": epoch, "recovered": True}
-                    await socket.send(json.dumps({"type": "subscribed", "content": content, "request_id": request_id}))
+    async def answer(self, socket: Any, number: int, frame: dict[str, Any]) -> None:
+        channel, request_id = frame.get("data", {}).get("channel"), frame.get("request_id")
+        if frame["action"] == "snapshot":
+            answer = self.snapshots[channel]
+            if isinstance(answer, str):
+                await self.reply(socket, "error", {"type": answer, "error": "refused"}, request_id)
+            else:
+                await self.reply(socket, "snapshot", answer, request_id)
+        elif frame["action"] == "subscribe":
+            offset, epoch = self.heads.get(channel, (0, ""))
+            content = {"channel": channel, "offset": offset, "epoch": epoch, "recovered": True}
+            await self.reply(socket, "subscribed", content, request_id)
 
 
 @pytest.fixture
