@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,19 +150,11 @@ class RealtimeLiveServer:
         """Start the process and wait until it answers HTTP; RuntimeError (with the log) if it does not."""
         if self.running:
             return self
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                self.command(), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the live server exited with {self.process.returncode}:\n{self.log()}")
-            if self._answers():
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"the live server did not answer on {self.http} within {timeout} s:\n{self.log()}")
+        self.process = start_process(
+            self.command(), cwd=self.cwd, env=self.env, log_path=self.log_path, ready=self._answers,
+            timeout=timeout, name="the live server", where=self.http,
+        )  # fmt: skip
+        return self
 
     def _answers(self) -> bool:
         """Whether an HTTP request gets any response."""
@@ -219,3 +212,31 @@ def _settings_module() -> str:
     if module == SHIM:  # a live server started from a live server's process
         module = os.environ[SETTINGS_VARIABLE]
     return module
+
+
+def start_process(
+    command: list[str],
+    *,
+    cwd: Any,
+    env: dict[str, str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    name: str,
+    where: str,
+) -> subprocess.Popen:
+    """Start a server process writing to `log_path` and wait until `ready()`; RuntimeError with
+    the log if it exits first (`<name> exited with <code>`) or is not ready within `timeout`
+    seconds (then it is killed)."""
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        if ready():
+            return process
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"{name} did not answer on {where} within {timeout} s:\n{log_path.read_text(errors='replace')}")

@@ -8,11 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
+
+from streaming.testing.server import start_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,25 +83,23 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> LiveServer:
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self._spawn(log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.http + "/api/", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"daphne did not start on {self.port}:\n{self.log()}")
-
-    def _spawn(self, log) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
-             *self.args, "realtime_project.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        self.process = start_process(
+            self.command(), cwd=ROOT, env=self.env, log_path=self.log_path, ready=self._ready, timeout=timeout,
+            name=self.name, where=self.http,
         )  # fmt: skip
+        return self
+
+    name = "daphne"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "realtime_project.server", "-b", "127.0.0.1", "-p", str(self.port),
+                *self.args, "realtime_project.asgi:application"]  # fmt: skip
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.http + "/api/", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -131,9 +130,8 @@ class LiveServer:
 class UvicornServer(LiveServer):
     """The same ASGI application under uvicorn instead of daphne (the reliability suite compares them)."""
 
-    def _spawn(self, log) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-             *self.args, "realtime_project.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    name = "uvicorn"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                *self.args, "realtime_project.asgi:application"]  # fmt: skip
