@@ -77,7 +77,46 @@ def shared_databases() -> dict[str, dict[str, Any]]:
     return databases
 
 
-class RealtimeLiveServer:
+class ServerProcess:
+    """Stopping, restarting and reading the log of a server process (`process`, `log_path`, `start`)."""
+
+    process: subprocess.Popen | None = None
+    log_path: Path
+    last_pid: int | None = None  # the pid of the process last stopped or killed
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        """Stop the process (SIGTERM: a graceful shutdown; SIGKILL after `timeout` seconds)."""
+        if not self.running:
+            return
+        self.last_pid = self.process.pid
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        """Stop and start again, on the same port and database."""
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+class RealtimeLiveServer(ServerProcess):
     """One daphne process on a free port of 127.0.0.1, serving the project's ASGI application.
 
     `env` adds to (or, with a None value, removes from) this process's environment; `args` are
@@ -165,33 +204,6 @@ class RealtimeLiveServer:
                 return sock.recv(16).startswith(b"HTTP/")
         except OSError:
             return False
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-        """Stop the process (SIGTERM: a graceful shutdown; SIGKILL after `timeout` seconds)."""
-        if not self.running:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> RealtimeLiveServer:
-        """Stop and start again, on the same port and database."""
-        self.stop()
-        return self.start()
-
-    def log(self) -> str:
-        """Everything the process printed so far."""
-        return self.log_path.read_text(errors="replace")
 
     def __enter__(self) -> RealtimeLiveServer:
         return self.start()

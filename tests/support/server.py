@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import ClassVar
 
 import httpx
 
-from streaming.testing.server import start_process
+from streaming.testing.server import ServerProcess, start_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +59,7 @@ def sqlite_url(directory: str | None = None) -> str:
     return f"sqlite:///{directory}/db.sqlite3"
 
 
-class LiveServer:
+class LiveServer(ServerProcess):
     """One daphne process on a free port; restartable on the same port and database."""
 
     started: ClassVar[list[LiveServer]] = []  # every server of this test run (their logs are checked)
@@ -101,30 +100,9 @@ class LiveServer:
         except httpx.HTTPError:
             return False
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.last_pid = self.process.pid
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self) -> LiveServer:
-        self.stop()
-        return self.start()
-
     @property
     def process_pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 class UvicornServer(LiveServer):
