@@ -7,8 +7,8 @@ The product runs on any ASGI server. Under daphne it does more, by reaching past
   refuses 1001/1013 from a server), aborting a socket that takes nothing, and writing finished
   frames straight to the socket (one frame built per publish for all subscribers).
 * `server`: daphne's `Server` with a graceful SIGTERM, the runtime started before it listens,
-  WebSocket message limits, request bodies refused before they are read, and a reaping loop that
-  does not allocate per connection.
+  WebSocket message limits, request bodies refused before they are read, a reaping loop that
+  does not allocate per connection, and whole small text frames read in one step.
 * `launcher`: `python -m realtime_project.server` — daphne's CLI with these in place.
 
 Each private name the adapter relies on is in `REQUIRED` and pinned by a test
@@ -59,6 +59,9 @@ REQUIRED = {
     ("autobahn.websocket.protocol", "WebSocketProtocol.STATE_CLOSED"): "a connection already closed",
     ("autobahn.websocket.protocol", "pformat"): "the per-handshake debug formatting that is deferred",
     ("autobahn.websocket.protocol", "Timings"): "the other pformat user, kept as it was",
+    ("autobahn.websocket.protocol", "TrafficStats"): "the counters a frame read at once still updates",
+    ("autobahn.twisted.websocket", "WebSocketAdapterProtocol._onMessage"): "where a frame read at once goes",
+    ("autobahn.util", "ObservableMixin._listeners"): "whether anything listens to a connection's events",
 }
 
 # Names set on instances, which `active()` cannot see without one; the tests make real instances.
@@ -71,6 +74,9 @@ INSTANCE_ATTRIBUTES = {
     "autobahn WebSocketServerProtocol._perMessageCompress / .autoFragmentSize": "frames sent as built",
     "autobahn WebSocketServerFactory.maskServerFrames": "frames sent as built",
     "daphne WebSocketProtocol.muted": "messages daphne would drop are not seen either",
+    "autobahn WebSocketProtocol.data / .current_frame / .inside_message / .autoPingTimeoutCall / .applyMask"
+    " / .logOctets / .logFrames / .trackedTimings / .maxFramePayloadSize / .maxMessagePayloadSize"
+    " / .trafficStats": "whole text frames read at once (tests/streaming/test_daphne_frames.py)",
 }
 
 
