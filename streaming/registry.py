@@ -237,14 +237,14 @@ class ConnectionRegistry:
                     await database_sync_to_async(reap_dead)(settings.REALTIME.liveness_window, self.process_id)
                 return
             pending, self._pending = self._pending, Pending()
-            seen, unseen = self._collect_seen() if seen_due else ({}, None)
+            seen = self._collect_seen() if seen_due else {}
             if seen_due:
                 self._next_seen_write = time.monotonic() + SEEN_WRITE_SECONDS
             expire = time.monotonic() >= self._next_expiry
             # Shielded: a cancelled flush (shutdown) still lets the thread finish its transaction,
             # and stop() waits for it, so nobody reads or tears down the database mid-write.
             self._inflight = asyncio.ensure_future(
-                database_sync_to_async(self._write)(pending, seen, now, heartbeat_due, expire, unseen)
+                database_sync_to_async(self._write)(pending, seen, now, heartbeat_due, expire)
             )
             try:
                 await asyncio.shield(self._inflight)
@@ -281,15 +281,10 @@ class ConnectionRegistry:
             self._pending.opened[connection.connection_id] = self._row(connection)
             self.channels_changed(connection)
 
-    def _collect_seen(self) -> tuple[dict[str, float], list[str] | None]:
-        """The last_seen times to write, and the open connections without one when they are few
-        (None otherwise): `rows.rows_write` then updates the process's rows but those."""
+    def _collect_seen(self) -> dict[str, float]:
         seen, self._seen = self._seen, set()
         connections = self.connections
-        times = {cid: connections[cid].last_seen for cid in seen if cid in connections}
-        if len(connections) - len(times) > rows.CHUNK:
-            return times, None
-        return times, [cid for cid in connections if cid not in times]
+        return {cid: connections[cid].last_seen for cid in seen if cid in connections}
 
     def _restore(self, pending: Pending) -> None:
         """Put back changes whose write failed so the next flush retries them."""
@@ -304,16 +299,8 @@ class ConnectionRegistry:
     def process(self) -> rows.ProcessRecord:
         return rows.ProcessRecord(self.process_id, self.bus_channel, self.started_at)
 
-    def _write(
-        self,
-        pending: Pending,
-        seen: dict[str, float],
-        now: float,
-        heartbeat: bool,
-        expire: bool,
-        unseen: list[str] | None = None,
-    ) -> None:
-        if rows.rows_write(self.process, pending, seen, now, unseen):
+    def _write(self, pending: Pending, seen: dict[str, float], now: float, heartbeat: bool, expire: bool) -> None:
+        if rows.rows_write(self.process, pending, seen, now):
             self._reaped = True
         if heartbeat:
             reap_dead(settings.REALTIME.liveness_window, exclude=self.process_id)

@@ -54,18 +54,13 @@ def timestamp(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def rows_write(
-    process: ProcessRecord, pending: Pending, seen: dict[str, float], now: float, unseen: list[str] | None = None
-) -> bool:
+def rows_write(process: ProcessRecord, pending: Pending, seen: dict[str, float], now: float) -> bool:
     """Write the process heartbeat and the pending changes in one transaction; True when the
-    heartbeat found the process reaped by a peer (its connections must be written again).
-
-    `unseen`, when given, lists the process's open connections that are not in `seen`: then
-    `seen` is every other open connection of the process (see `_write_seen`)."""
+    heartbeat found the process reaped by a peer (its connections must be written again)."""
     try:
         with transaction.atomic():
             reaped = _write_process(process, now)
-            _write_changes(process.id, pending, seen, unseen)
+            _write_changes(process.id, pending, seen)
     except (DataError, IntegrityError, ValueError) as error:
         # A row the database refuses must not fail every later flush of this process
         # (its connections would vanish from stats and it would stop heartbeating).
@@ -107,7 +102,7 @@ def _write_process(process: ProcessRecord, now: float) -> bool:
     return False
 
 
-def _write_changes(process_id: str, pending: Pending, seen: dict[str, float], unseen: list[str] | None = None) -> None:
+def _write_changes(process_id: str, pending: Pending, seen: dict[str, float]) -> None:
     if pending.opened:
         rows = [Connection(process_id=process_id, **row) for row in pending.opened.values()]
         Connection.objects.bulk_create(
@@ -118,8 +113,8 @@ def _write_changes(process_id: str, pending: Pending, seen: dict[str, float], un
             batch_size=CHUNK,
         )
     _write_channels(pending.channels)
+    _write_seen(seen)
     _write_closed(pending.closed)
-    _write_seen(process_id, seen, unseen)
 
 
 def _write_channels(channels: dict[str, list[str]]) -> None:
@@ -132,18 +127,11 @@ def _write_channels(channels: dict[str, list[str]]) -> None:
     Subscription.objects.bulk_create(rows, ignore_conflicts=True, batch_size=CHUNK)
 
 
-def _write_seen(process_id: str, seen: dict[str, float], unseen: list[str] | None) -> None:
-    """Every connection active since the last write gets the newest time. When (nearly) all the
-    process's open connections were active — any process whose clients answer heartbeats — that is
-    one UPDATE of the process's open rows but the few `unseen`, not one per CHUNK of ids (10,000
-    idle connections: 20 statements of 500 parameters a minute, bench/OPTIMISATIONS.md)."""
+def _write_seen(seen: dict[str, float]) -> None:
     if not seen:
         return
+    # One UPDATE per flush: every connection active since the last one gets the newest time.
     newest = timestamp(max(seen.values()))
-    if unseen is not None and len(unseen) <= CHUNK:
-        rows = Connection.objects.filter(process_id=process_id, closed_at__isnull=True)
-        (rows.exclude(id__in=unseen) if unseen else rows).update(last_seen=newest)
-        return
     for chunk in _chunks(list(seen)):
         Connection.objects.filter(id__in=chunk).update(last_seen=newest)
 

@@ -71,36 +71,6 @@ async def test_last_seen_is_written_in_batches_not_per_frame(connect, realtime):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("chunk", [500, 1], ids=["one-update-for-the-process", "updates-by-id"])
-async def test_last_seen_goes_to_the_active_connections_only(connect, realtime, monkeypatch, chunk):
-    """Whether the write names the active connections or the process's others (few silent ones),
-    silent, closed and other processes' rows keep their times."""
-    from streaming import registry_rows
-    from streaming.runtime import get_runtime
-
-    monkeypatch.setattr(registry_rows, "CHUNK", chunk)
-    realtime(registry_flush_interval=3600)  # only explicit flushes below
-    active, silent, quiet, leaving = clients = [await connect() for _ in range(4)]
-    ids = {name: c.greeting["data"]["connection_id"] for name, c in zip("asql", clients, strict=True)}
-    registry = get_runtime().registry
-    await leaving.disconnect()
-    await registry.flush()
-    other = await ServerProcess.objects.acreate(
-        id="other", bus_channel="x", hostname="h", pid=1, started_at=timezone.now(), last_heartbeat=timezone.now()
-    )
-    old = timezone.now() - timedelta(minutes=5)
-    await Connection.objects.acreate(id="elsewhere", transport="ws", process=other, connected_at=old, last_seen=old)
-    await Connection.objects.filter(id__in=list(ids.values())).aupdate(last_seen=old)
-    await asyncio.sleep(0.01)
-    await request(active, "ping", skip=True)
-    await registry.flush()
-    times = {row.id: row.last_seen async for row in Connection.objects.all()}
-    assert times[ids["a"]] > old
-    assert times[ids["s"]] == times[ids["q"]] == times[ids["l"]] == times["elsewhere"] == old
-    for client in (active, silent, quiet):
-        await client.disconnect()
-
-
 def _stale_process(process_id: str, age_seconds: float) -> ServerProcess:
     now = timezone.now()
     process = ServerProcess.objects.create(
