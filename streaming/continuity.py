@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from streaming import metrics, protocol
-from streaming.history import history_heads, history_heads_changed, history_read
+from streaming.history import history_heads, history_read
 from streaming.namespaces import options
 
 logger = logging.getLogger(__name__)
 
 Dispatch = Callable[[dict[str, Any]], None]
-
-POSITION_CHECK_BY_NAME = 500  # up to this many channels, a position check reads their heads by name
-POSITION_CHECK_SLACK = 120.0  # seconds a head written before the previous check is still looked at
 
 
 class Continuity:
@@ -53,7 +49,6 @@ class Continuity:
         self._tasks: set[asyncio.Task] = set()
         self._stalled: dict[str, int] = {}  # channel → last offset seen behind the database head
         self._anchoring: tuple[set[str], asyncio.Future] | None = None
-        self._checked_at: float | None = None  # when the last position check that succeeded began
 
     async def anchor(self, channel: str) -> None:
         """Take the channel's history head as dispatched; call before the process joins its group.
@@ -204,23 +199,11 @@ class Continuity:
 
     async def check_positions(self, force: bool = False) -> None:
         """Recover channels whose database head stayed ahead of what was dispatched; with `force`
-        (the bus was down) at once, without waiting a second check for messages in flight.
-
-        A process with many channels asks only for the heads written since its previous check
-        (less POSITION_CHECK_SLACK, for commits that were slow and clocks of other hosts), one
-        indexed query instead of every channel's head every few seconds; a forced check, or a few
-        channels, read every head.
-        """
+        (the bus was down) at once, without waiting a second check for messages in flight."""
         channels = [c for c in self.offsets if c not in self._recovering]
         if not channels:
             return
-        started = time.time()
-        if force or len(channels) <= POSITION_CHECK_BY_NAME or self._checked_at is None:
-            heads = await database_sync_to_async(history_heads)(channels)
-        else:
-            since = self._checked_at - POSITION_CHECK_SLACK
-            heads = await database_sync_to_async(history_heads_changed)(set(channels), since)
-        self._checked_at = started
+        heads = await database_sync_to_async(history_heads)(channels)
         # Far behind is lost for sure (a bus outage); waiting another check could let history
         # prune what is missing.
         for channel, (head, epoch) in heads.items():

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -185,25 +185,10 @@ def snapshot_position(channel: str) -> tuple[int, str]:
     return head, epoch
 
 
-HEADS_CHUNK = 500  # channel names per query: SQLite bounds a statement's parameters
-
-
 def history_heads(channels: list[str]) -> dict[str, tuple[int, str]]:
     """The newest offsets and epochs of several channels at once (channels never persisted are absent)."""
-    heads = {}
-    for start in range(0, len(channels), HEADS_CHUNK):
-        chunk = channels[start : start + HEADS_CHUNK]
-        rows = Channel.objects.filter(name__in=chunk).values_list("name", "last_offset", "epoch")
-        heads.update((name, (head, epoch)) for name, head, epoch in rows)
-    return heads
-
-
-def history_heads_changed(channels: set[str] | dict[str, Any], since: float) -> dict[str, tuple[int, str]]:
-    """`history_heads` of those of `channels` whose head was written (a message persisted, a reset)
-    at or after `since` (a Unix time): one indexed query whatever the number of channels."""
-    written = Channel.objects.filter(updated_at__gte=datetime.fromtimestamp(since, UTC))
-    rows = written.values_list("name", "last_offset", "epoch")
-    return {name: (head, epoch) for name, head, epoch in rows.iterator(chunk_size=2000) if name in channels}
+    rows = Channel.objects.filter(name__in=channels).values_list("name", "last_offset", "epoch")
+    return {name: (head, epoch) for name, head, epoch in rows}
 
 
 def history_read(

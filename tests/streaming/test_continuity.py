@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.utils import timezone
 
 from streaming import continuity, metrics, protocol
 from streaming.continuity import Continuity
 from streaming.history import history_append
-from streaming.models import Channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,56 +136,6 @@ async def test_channels_anchored_together_share_one_query(monkeypatch):
     await asyncio.gather(*(recorder.continuity.anchor(name) for name in ("first", "second", "third")))
     assert reads == [["first", "second", "third"]]
     assert recorder.continuity.offsets == {"first": 1, "second": 0, "third": 0}
-
-
-async def test_with_many_channels_a_check_reads_only_the_heads_written_since_the_last(monkeypatch):
-    """Past POSITION_CHECK_BY_NAME channels a check asks for the heads written since the previous
-    one: a lost tail is still recovered, and heads that did not move are not read again."""
-    monkeypatch.setattr(continuity, "POSITION_CHECK_BY_NAME", 3)
-    await persist("many-0", 1)
-    await sync_to_async(Channel.objects.filter(name="many-0").update)(updated_at=timezone.now() - timedelta(hours=1))
-    recorder = Recorder()
-    await asyncio.gather(*(recorder.continuity.anchor(f"many-{n}") for n in range(6)))
-    await persist("elsewhere", 1)  # a head written now, of a channel without subscribers here
-    await recorder.continuity.check_positions()  # the first check reads every head by name
-    read = []
-    real = continuity.history_heads_changed
-
-    def history_heads_changed(channels, since):
-        heads = real(channels, since)
-        read.append(sorted(heads))
-        return heads
-
-    monkeypatch.setattr(continuity, "history_heads_changed", history_heads_changed)
-    await persist("many-4", 2)  # both lost on the bus
-    await recorder.continuity.check_positions()
-    await recorder.continuity.check_positions()
-    await recorder.settle()
-    assert recorder.offsets == [1, 2]
-    assert read == [["many-4"], ["many-4"]]  # not many-0 (unchanged), not elsewhere (not joined)
-
-
-async def test_a_windowed_check_still_sees_a_head_written_just_before_the_previous_check(monkeypatch):
-    """A commit that lands after a check began carries a time before it: the slack covers it."""
-    monkeypatch.setattr(continuity, "POSITION_CHECK_BY_NAME", 0)
-    recorder = Recorder()
-    await recorder.continuity.anchor("late")
-    await recorder.continuity.check_positions()
-    await persist("late", 1)
-    recorder.continuity._checked_at += 30  # as if the write's clock were 30 s behind this process's
-    await recorder.continuity.check_positions()
-    await recorder.continuity.check_positions()
-    await recorder.settle()
-    assert recorder.offsets == [1]
-
-
-def test_heads_are_read_in_chunks_a_database_accepts(db):
-    """More channel names than SQLite takes as parameters of one statement."""
-    from streaming.history import HEADS_CHUNK, history_heads
-
-    names = [f"absent-{n}" for n in range(40_000)]
-    assert len(names) > 32_766 > HEADS_CHUNK
-    assert history_heads(names) == {}
 
 
 async def test_a_channel_far_behind_is_recovered_at_the_first_check(realtime):
