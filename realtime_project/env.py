@@ -114,6 +114,7 @@ class Config:
     database_url: str = field(repr=False)  # may hold a password
     redis_urls: tuple[str, ...] = field(repr=False)  # one or more Redis servers; channels are sharded over them
     log_level: str
+    server_event_loop: str
 
     websocket_enabled: bool
     sse_enabled: bool
@@ -313,6 +314,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         database_url=env.url("DATABASE_URL", "sqlite:///db.sqlite3", ("sqlite", "postgres", "postgresql", "pgsql")),
         redis_urls=env.urls("REDIS_URL", ("redis", "rediss", "unix")),
         log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        server_event_loop=env.choice("SERVER_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
         websocket_enabled=env.boolean("WEBSOCKET_ENABLED", True),
         sse_enabled=env.boolean("SSE_ENABLED", True),
         websocket_auth_required=websocket_auth,

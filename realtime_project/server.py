@@ -4,27 +4,74 @@ What changes in daphne (the redacting access log, the graceful SIGTERM, the list
 WebSocket and body limits) is in `streaming.daphne_adapter.launcher`. Here, before daphne starts:
 
 * memory stays flat: glibc's malloc gets at most two arenas (`MALLOC_ARENA_MAX`, unless set);
+* daphne's event loop is uvloop's (`SERVER_EVENT_LOOP`, README "Configuration");
 * the objects loaded at start-up are kept out of the cyclic GC's sight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
+import logging
 import os
 import sys
+
+logger = logging.getLogger("realtime_project.server")
 
 
 def main(argv: list[str] | None = None) -> None:
     _limit_malloc_arenas()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_project.settings")
+    _install_event_loop(_event_loop_setting())  # before django.setup(): daphne's app config imports daphne.server
     import django
 
     django.setup()
     from streaming.daphne_adapter import launcher
 
+    for level, line in _started:
+        logger.log(level, line)
     _tune_gc()
     launcher.run(sys.argv[1:] if argv is None else argv)
+
+
+def _event_loop_setting() -> str:
+    """SERVER_EVENT_LOOP, read before Django's settings are; a configuration error is reported by
+    the settings, as for every other variable."""
+    from realtime_project.env import ConfigError, load_config
+
+    try:
+        return load_config().server_event_loop
+    except ConfigError:
+        return "asyncio"
+
+
+def _install_event_loop(name: str) -> str:
+    """Make the loop daphne creates (when `daphne.server` is imported) uvloop's, unless `name` is
+    "asyncio"; the name of the loop it will be.
+
+    Twisted's asyncio reactor runs on any asyncio loop. With the frames written straight to the
+    sockets (`streaming.daphne_adapter.io`), what a publish still spends in the loop itself — the
+    selector, a handle per ready socket, timers — is Python in asyncio's own loop and C in
+    uvloop's: `chat` at 2,000 channels used about a tenth less CPU per publish, fan-out and idle
+    no more (bench/OPTIMISATIONS.md, step 21). Without uvloop installed the server says so and
+    runs on asyncio's loop.
+    """
+    if "daphne.server" in sys.modules:  # it has made its loop already
+        raise RuntimeError("the event loop is chosen before daphne.server is imported")
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            _started.append((logging.WARNING, "SERVER_EVENT_LOOP=uvloop, but uvloop is not installed: asyncio's loop"))
+            name = "asyncio"
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    _started.append((logging.INFO, f"event loop {name}"))
+    return name
+
+
+_started: list[tuple[int, str]] = []  # logged once django.setup() has configured logging
 
 
 MALLOC_ARENAS = 2

@@ -126,6 +126,7 @@ def test_blank_values_mean_default():
         ("WS_JWT_ALGORITHM", "RS256", "one of HS256, HS384, HS512"),
         ("WS_JWT_ALGORITHM", "none", "one of HS256, HS384, HS512"),
         ("LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR"),
+        ("SERVER_EVENT_LOOP", "trio", "one of uvloop, asyncio"),
         ("WS_API_KEY_HEADER", "X API Key", "an HTTP header name"),
         ("WS_API_KEY_HEADER", "X-Key:\nInjected", "an HTTP header name"),
         ("CHANNEL_NAMESPACES", "chat:*", "a JSON object of channel patterns to options"),

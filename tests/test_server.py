@@ -52,3 +52,49 @@ def test_malloc_arenas_are_capped_at_two():
     assert arenas_after_eight_threads("unlimited") >= 4  # glibc: one arena per thread, up to 8 per core
     assert arenas_after_eight_threads("limited") <= server.MALLOC_ARENAS - 1  # plus the main (brk) arena
     assert arenas_after_eight_threads("limited", MALLOC_ARENA_MAX="4") >= 3  # an explicit setting wins
+
+
+LOOP_PROBE = """
+import asyncio, sys
+from realtime_project.server import _install_event_loop
+print(_install_event_loop(sys.argv[1]), type(asyncio.new_event_loop()).__module__)
+"""
+
+
+def loop_of(name: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", LOOP_PROBE, name],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_daphnes_loop_is_uvloops_unless_asyncio_is_asked_for():
+    assert loop_of("uvloop") == ["uvloop", "uvloop"]
+    assert loop_of("asyncio") == ["asyncio", "asyncio.unix_events"]
+
+
+async def test_the_server_runs_and_says_so_on_either_loop(live_server_factory):
+    import json
+
+    import httpx
+    import websockets
+
+    for name, daphne in (
+        ("uvloop", live_server_factory()),
+        ("asyncio", live_server_factory(SERVER_EVENT_LOOP="asyncio")),
+    ):
+        async with websockets.connect(daphne.ws + "/ws/connect") as socket:
+            assert json.loads(await socket.recv())["type"] == "connected"
+            await socket.send(json.dumps({"action": "subscribe", "data": {"channel": "loop-probe"}}))
+            assert json.loads(await socket.recv())["type"] == "subscribed"
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    daphne.http + "/ws/send-to-channel", json={"channel": "loop-probe", "message": {"content": name}}
+                )
+            assert answer.status_code == 202, answer.text
+            assert json.loads(await socket.recv())["content"] == name
+        assert f"event loop {name}" in daphne.log_path.read_text()
