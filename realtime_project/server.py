@@ -53,13 +53,14 @@ def _install_event_loop(name: str) -> str:
     Twisted's asyncio reactor runs on any asyncio loop. With the frames written straight to the
     sockets (`streaming.daphne_adapter.io`), what a publish still spends in the loop itself — the
     selector, a handle per ready socket, timers — is Python in asyncio's own loop and C in
-    uvloop's: `chat` at 2,000 channels used about a tenth less CPU per publish, fan-out and idle
-    no more (bench/OPTIMISATIONS.md, step 21). Without uvloop installed the server says so and
+    uvloop's: `chat` at 2,000 channels used about a tenth less CPU per publish, while fan-out and
+    idle cost no more (bench/OPTIMISATIONS.md, step 21). Without uvloop installed the server says so and
     runs on asyncio's loop.
     """
-    if "daphne.server" in sys.modules:  # it has made its loop already
-        raise RuntimeError("the event loop is chosen before daphne.server is imported")
-    if name == "uvloop":
+    made = getattr(sys.modules.get("daphne.server"), "twisted_loop", None)
+    if made is not None:  # imported already (the server started in a process that had daphne loaded)
+        name = "uvloop" if type(made).__module__.startswith("uvloop") else "asyncio"
+    elif name == "uvloop":
         try:
             import uvloop
         except ImportError:
