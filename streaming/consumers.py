@@ -207,7 +207,7 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         if self.direct is None:
             self.push(message["text"])
         else:
-            self.push(message["text"], publish_ws_frame(message))
+            self.push(message["text"], message.get("ws") or publish_ws_frame(message))
 
     def encode_live(self, message: dict[str, Any]) -> str:
         return message["text"]

@@ -195,7 +195,7 @@ class Hub:
         members = self._members.get(message["channel"])
         if not members:
             return
-        metrics.LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
+        metrics.latencies.observe(max(0.0, time.time() - message["sent_at"]))
         for transport, count in self._transports[message["channel"]].items():
             metrics.deliveries.add(transport, count)
         # deliver() never changes membership synchronously, so the set can be iterated as is.

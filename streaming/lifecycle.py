@@ -231,8 +231,7 @@ class ClientConnection:
         if self.closing:
             return
         direct = self.direct
-        if direct is not None and not self.outbox and direct.buffered() <= HIGH_WATER:
-            direct.write(ready or self.wire([item]))
+        if direct is not None and not self.outbox.pending and direct.offer(ready or self.wire([item]), HIGH_WATER):
             return
         try:
             self.outbox.put(item)

@@ -8,6 +8,7 @@ and the registry's tick moves them into the counters. With PROMETHEUS_MULTIPROC_
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections import Counter as Tally
 
 from prometheus_client import (
@@ -60,14 +61,50 @@ class Tallies:
             self.counter.labels(label).inc(count)
 
 
+class Latencies:
+    """A histogram's observations counted per bucket in plain integers on the hot path, added to
+    the Prometheus histogram each tick: `Histogram.observe` takes two locks and walks the buckets
+    in Python, once per publish per process (bench/OPTIMISATIONS.md, step 21).
+    Upstream: prometheus-client has no bulk observe; its bucket values are private (pinned by
+    tests/streaming/test_metrics.py), and without them each value is observed at once."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets, total = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
+        self.bulk = bool(bounds) and buckets is not None and len(buckets) == len(bounds) and total is not None
+        self.bounds: list[float] = list(bounds) if self.bulk else []
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if not self.bulk:
+            self.histogram.observe(seconds)
+            return
+        self.counts[bisect_left(self.bounds, seconds)] += 1  # the first bucket whose bound is >= it
+        self.total += seconds
+
+    def publish(self) -> None:
+        if not self.bulk or not any(self.counts):
+            return
+        counts, total = self.counts, self.total
+        self.counts, self.total = [0] * len(self.bounds), 0.0
+        for bucket, count in zip(self.histogram._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self.histogram._sum.inc(total)
+
+
 deliveries = Tallies(DELIVERED)
 published = Tallies(PUBLISHED)
+latencies = Latencies(LATENCY)
 
 
 def publish_tallies() -> None:
     """Called by the registry's tick: what the hot paths counted, into the counters."""
     deliveries.publish()
     published.publish()
+    latencies.publish()
 
 
 def record_disconnect(code: int) -> None:

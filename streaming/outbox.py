@@ -27,12 +27,13 @@ class OutboxFull(Exception):
 class Outbox:
     """A bounded FIFO of frames with one waiting reader (the connection's writer task)."""
 
-    __slots__ = ("_items", "_room", "_waiter", "closed", "limit")
+    __slots__ = ("_items", "_room", "_waiter", "closed", "limit", "pending")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.closed = False
         self._items: deque[Any] = deque()
+        self.pending = self._items  # the queued frames, read-only: `if outbox.pending` tests without a call
         self._waiter: asyncio.Future | None = None
         self._room: asyncio.Future | None = None
 

@@ -11,10 +11,12 @@ plain ASGI, where `send` applies backpressure.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
 from autobahn.util import encode_truncate
+from autobahn.websocket.protocol import WebSocketProtocol
 
 from streaming.daphne_adapter import active
 
@@ -129,14 +131,18 @@ def watch_messages(send: Any, hook: Callable[[bytes, bool], bool] | None) -> boo
     return True
 
 
+OPEN = WebSocketProtocol.STATE_OPEN
+
+
 class DirectWriter:
     """Writes finished bytes (WebSocket frames, HTTP body chunks) to a daphne connection's socket."""
 
-    __slots__ = ("_is_open", "_transport")
+    __slots__ = ("_request", "_transport", "_websocket")
 
-    def __init__(self, transport: Any, is_open: Callable[[], bool]) -> None:
+    def __init__(self, transport: Any, websocket: Any = None, request: Any = None) -> None:
         self._transport = transport
-        self._is_open = is_open
+        self._websocket = websocket  # autobahn's protocol of a WebSocket: open while its state is OPEN
+        self._request = request  # Twisted's request of an HTTP stream: open until finished or disconnected
 
     @classmethod
     def for_websocket(cls, send: Any) -> DirectWriter | None:
@@ -148,8 +154,7 @@ class DirectWriter:
         factory = getattr(protocol, "factory", None)
         if getattr(factory, "maskServerFrames", True) or getattr(protocol, "autoFragmentSize", 1):
             return None
-        open_state = protocol.STATE_OPEN
-        return cls(transport, lambda: protocol.state == open_state)
+        return cls(transport, websocket=protocol)
 
     @classmethod
     def for_http_stream(cls, send: Any) -> DirectWriter | None:
@@ -159,7 +164,7 @@ class DirectWriter:
         transport = getattr(channel, "transport", None)
         if not _plain_tcp(transport) or not getattr(request, "startedWriting", False) or not request.chunked:
             return None
-        return cls(transport, lambda: not (request.finished or request._disconnected))
+        return cls(transport, request=request)
 
     def buffered(self) -> int:
         transport = self._transport
@@ -168,24 +173,47 @@ class DirectWriter:
     def writable(self) -> bool:
         """The connection is open on both the socket's and the protocol's side."""
         transport = self._transport
-        return transport.connected and not transport.disconnecting and self._is_open()
+        if not transport.connected or transport.disconnecting:
+            return False
+        websocket = self._websocket
+        if websocket is not None:
+            return websocket.state == OPEN
+        request = self._request
+        return not (request.finished or request._disconnected)
 
     def write(self, data: bytes) -> None:
         """Send now what the socket takes; buffer the rest in Twisted (which sends it in order)."""
+        self.offer(data, math.inf)
+
+    def offer(self, data: bytes, high_water: float) -> bool:
+        """`write(data)`, unless over `high_water` bytes wait in Twisted's buffer already: then
+        False and nothing written (the caller queues it). Bytes for a closed connection are dropped.
+
+        A publish comes through here once per subscriber: the checks are made in one call, and a
+        WebSocket's open state is read here rather than through `writable`.
+        """
         transport = self._transport
-        if not self.writable():
-            return
-        if not transport.dataBuffer and not transport._tempDataLen:
-            try:
-                sent = transport.socket.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                return  # the connection is gone; Twisted notices on its next read
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        pending, waiting = transport._tempDataLen, transport.dataBuffer
+        if (pending or waiting) and len(waiting) - transport.offset + pending > high_water:
+            return False
+        websocket = self._websocket
+        if websocket is not None:
+            if websocket.state != OPEN or not transport.connected or transport.disconnecting:
+                return True
+        elif not self.writable():
+            return True
+        if pending or waiting:  # Twisted is still sending earlier bytes: behind them, in order
+            transport.write(data)
+            return True
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return True  # the connection is gone; Twisted notices on its next read
+        if sent != len(data):
+            transport.write(data[sent:])
+        return True
 
 
 def _plain_tcp(transport: Any) -> bool:

@@ -220,8 +220,8 @@ def parse_frame(payload: Any) -> Frame:
     """Validate a decoded client frame against the action schemas; raise a typed error."""
     if not isinstance(payload, dict):
         raise InvalidMessage("A frame is a JSON object with an `action`.")
-    unknown = set(payload) - FRAME_KEYS
-    if unknown:
+    if not FRAME_KEYS.issuperset(payload):
+        unknown = set(payload) - FRAME_KEYS
         raise InvalidMessage(
             "Unknown frame keys: " + ", ".join(sorted(map(str, unknown))) + ".",
             fields={key: "unknown field" for key in sorted(unknown)},

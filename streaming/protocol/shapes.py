@@ -63,12 +63,42 @@ def now_iso() -> str:
 
 
 def new_id() -> str:
-    """A random UUID (version 4) as text, as `str(uuid.uuid4())` gives it, without the UUID object."""
-    raw = bytearray(os.urandom(16))
+    """A random UUID (version 4) as text, as `str(uuid.uuid4())` gives it, without the UUID object.
+
+    The random bytes come from `os.urandom` 4 KiB at a time: a system call per id was a cost of
+    every publish (bench/OPTIMISATIONS.md, step 21). Each id takes its 16 bytes with one `next`
+    on a list iterator, which the GIL makes atomic: threads never share an id's bytes; a forked
+    child starts a pool of its own.
+    """
+    raw = next(_random_blocks, None)
+    if raw is None:
+        raw = _refill()
+    raw = bytearray(raw)
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_RANDOM_BLOCK_IDS = 256
+
+
+def _refill() -> bytes:
+    global _random_blocks
+    pool = os.urandom(16 * _RANDOM_BLOCK_IDS)
+    blocks = iter([pool[i : i + 16] for i in range(0, len(pool), 16)])
+    raw = next(blocks)
+    _random_blocks = blocks
+    return raw
+
+
+def _forget_random_blocks() -> None:
+    global _random_blocks
+    _random_blocks = iter(())
+
+
+_random_blocks: Any = iter(())
+os.register_at_fork(after_in_child=_forget_random_blocks)  # a forked worker must not reuse its parent's
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,3 +50,36 @@ def test_timestamps_and_ids_have_the_documented_shapes():
     ids = {protocol.new_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_ids_are_never_shared_between_threads_or_with_a_forked_child():
+    import os
+    import threading
+
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def make(into: list[str]) -> None:
+        for _ in range(5_000):  # each thread crosses many 256-id pools, racing the others for them
+            into.append(protocol.new_id())
+
+    threads = [threading.Thread(target=make, args=(ids,)) for ids in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for ids in made for i in ids]
+    assert len(set(every)) == len(every) == 40_000
+
+    protocol.new_id()  # the parent's pool is part used
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, ",".join(protocol.new_id() for _ in range(300)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        from_child = pipe.read().split(",")
+    from_parent = [protocol.new_id() for _ in range(300)]
+    assert len(from_child) == 300 and not set(from_child) & set(from_parent)
