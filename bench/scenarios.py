@@ -183,7 +183,13 @@ def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _profile(server: S.Server, seconds: float) -> subprocess.Popen:
-    """py-spy over the first measured round (BENCH_PROFILE=dir): a flame graph per server/publisher."""
+    """py-spy over the first measured round (BENCH_PROFILE=dir): a flame graph per server/publisher.
+
+    py-spy reads the stacks without stopping the process; some come out torn (a leaf with no
+    callers, callers that do not call each other). BENCH_PROFILE_BLOCKING=1 stops it for each
+    sample instead (whole stacks, a little slower); BENCH_PROFILE_STRACE=1 counts its system calls
+    (`strace -c`) instead of sampling stacks.
+    """
     S.PROFILE.mkdir(parents=True, exist_ok=True)
     output = S.PROFILE / f"{server.name}-{next(TAG)}.txt"
     argv = [
@@ -201,6 +207,12 @@ def _profile(server: S.Server, seconds: float) -> subprocess.Popen:
         str(output),
         "--nonblocking",
     ]
+    if os.environ.get("BENCH_PROFILE_BLOCKING"):  # whole stacks: nonblocking reads tear some of them
+        argv.pop()
+    if os.environ.get("BENCH_PROFILE_STRACE"):  # system calls counted instead of sampled stacks
+        argv = ["timeout", "-s", "INT", str(int(seconds)), "strace", "-c", "-f", "-p", str(server.process.pid)]
+        argv += ["-o", str(output)]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.Popen(
         [str(S.Path(S.PYTHON).parent / argv[0]), *argv[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
