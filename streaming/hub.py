@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class Hub:
         self.bus = bus or get_bus()
         self.address: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._members: dict[str, set[ClientConnection]] = {}
         self._transports: dict[str, Counter[str]] = {}  # channel → local subscribers per transport
         self._joining: dict[str, asyncio.Future] = {}
@@ -53,6 +55,7 @@ class Hub:
         async with self._start_lock:
             if self.address is None:
                 self.loop = asyncio.get_running_loop()
+                self._loop_thread = threading.get_ident()
                 self.address = await self.bus.attach(self)
                 self._tasks = [asyncio.create_task(self._position_loop(), name="streaming-hub-positions")]
         return self.address
@@ -140,7 +143,9 @@ class Hub:
 
     def receive(self, message: dict) -> None:
         """Called by the bus for each message to this process, from any thread."""
-        if asyncio._get_running_loop() is self.loop:
+        # Called on the loop itself: its thread, while it runs. (Asking asyncio for the running
+        # loop costs a getpid system call per message on Python 3.11.)
+        if threading.get_ident() == self._loop_thread and self.loop.is_running():
             self.on_message(message)
         else:
             self.loop.call_soon_threadsafe(self.on_message, message)
