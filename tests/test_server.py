@@ -33,17 +33,22 @@ done.set()
 """
 
 
-def arenas_after_eight_threads(mode: str, **env: str) -> int:
+def probe(code: str, argument: str, **env: str) -> str:
+    """What `code` prints, run by a fresh interpreter in the repository with `argument`."""
     environment = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
     result = subprocess.run(
-        [sys.executable, "-c", ARENAS_PROBE, mode],
+        [sys.executable, "-c", code, argument],
         cwd=Path(__file__).resolve().parent.parent,
         env=environment,
         capture_output=True,
         text=True,
         check=True,
     )
-    return int(result.stdout)
+    return result.stdout
+
+
+def arenas_after_eight_threads(mode: str, **env: str) -> int:
+    return int(probe(ARENAS_PROBE, mode, **env))
 
 
 def test_malloc_arenas_are_capped_at_two():
@@ -62,14 +67,7 @@ print(_install_event_loop(sys.argv[1]), type(asyncio.new_event_loop()).__module_
 
 
 def loop_of(name: str) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", LOOP_PROBE, name],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.split()
+    return probe(LOOP_PROBE, name).split()
 
 
 def test_daphnes_loop_is_uvloops_unless_asyncio_is_asked_for():
