@@ -36,11 +36,6 @@ REQUIRED = {
     ("twisted.internet.abstract", "FileDescriptor.dataBuffer"): "bytes waiting in a socket's write buffer",
     ("twisted.internet.abstract", "FileDescriptor.offset"): "how much of dataBuffer is already sent",
     ("twisted.internet.tcp", "Connection.abortConnection"): "dropping a socket that takes nothing",
-    ("twisted.internet.tcp", "Connection.bufferSize"): "how much a direct read takes at once",
-    ("twisted.internet.asyncioreactor", "AsyncioSelectorReactor._disconnectSelectable"): "a directly read socket's end",
-    ("twisted.internet.asyncioreactor", "AsyncioSelectorReactor._readOrWrite"): "the read a direct reader replaces",
-    ("twisted.internet.main", "CONNECTION_DONE"): "the end of a directly read stream",
-    ("twisted.internet.main", "CONNECTION_LOST"): "a directly read socket's error",
     ("twisted.web.http", "Request._disconnected"): "an SSE stream whose client has gone",
     ("twisted.web.http", "Request.startedWriting"): "an SSE response whose headers are out",
     ("twisted.web.http", "Request.chunked"): "an SSE response sent in chunks",
@@ -71,8 +66,7 @@ REQUIRED = {
 # Names set on instances, which `active()` cannot see without one; the tests make real instances.
 INSTANCE_ATTRIBUTES = {
     "twisted FileDescriptor._tempDataLen": "bytes queued before joining dataBuffer",
-    "twisted tcp.Connection.socket": "the socket a direct write goes to (and a direct read reads)",
-    "twisted AsyncioSelectorReactor._readers / ._asyncioEventloop / ._log": "the sockets it reads, its loop",
+    "twisted tcp.Connection.socket": "the socket a direct write goes to",
     "twisted HTTPChannel._path": "the path of a request whose body is arriving (its limit)",
     "twisted Request.channel.transport": "an SSE stream's connection",
     "autobahn WebSocketServerProtocol.state / .transport / .factory": "an accepted WebSocket",

@@ -17,7 +17,6 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol as DaphneWebSocketProtocol
 from django.conf import settings
 from twisted.internet import defer
-from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
 from streaming.daphne_adapter import active
 from streaming.middleware import http_body_limit, too_large_body
@@ -109,11 +108,6 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
             return
         super().onMessage(payload, isBinary)
 
-    def onOpen(self) -> None:
-        """daphne's, then: the socket is read by `read_directly` from now on."""
-        super().onOpen()
-        read_directly(self.transport)
-
     def dataReceived(self, data: bytes) -> None:
         """Whole small text frames read at once (`complete_text_frames`), the rest by autobahn."""
         if (
@@ -138,50 +132,6 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
 
 
 OPEN = WebSocketProtocol.STATE_OPEN
-
-
-def read_directly(transport: Any, reactor: Any = None) -> bool:
-    """Have the event loop call a lean reader when `transport`'s socket is readable; True if done.
-
-    Twisted's asyncio reactor reads a socket through five calls and a logging context per read
-    (`callWithLogger`, `callWithContext`, `_readOrWrite`, `doRead`, `_dataReceived`): a client
-    frame costs that much again around its parsing. The reader here does what those do for a TCP
-    connection — `recv`, then the protocol's `dataReceived`; the end of the stream, a socket error
-    or an exception of the protocol go to the reactor's own `_disconnectSelectable` as Twisted's
-    would. Whenever Twisted stops and resumes reading (it pauses a producer), it registers its own
-    reader again, which then stays. Plain TCP under the asyncio reactor only.
-    Upstream: Twisted's asyncio reactor reading without the logging context would remove this.
-    """
-    if reactor is None:
-        from twisted.internet import reactor  # daphne's (asyncio) reactor, installed by now
-    readers = getattr(reactor, "_readers", None)
-    loop = getattr(reactor, "_asyncioEventloop", None)
-    if readers is None or loop is None or transport not in readers or getattr(transport, "TLS", True):
-        return False
-    socket, size = transport.socket, transport.bufferSize
-    disconnect = reactor._disconnectSelectable
-
-    def read() -> None:
-        try:
-            data = socket.recv(size)
-        except BlockingIOError:
-            return
-        except OSError:
-            disconnect(transport, CONNECTION_LOST, True)
-            return
-        if not data:
-            disconnect(transport, CONNECTION_DONE, True)
-            return
-        try:
-            transport.protocol.dataReceived(data)
-        except Exception as error:
-            reactor._log.failure(None)
-            disconnect(transport, error, True)
-
-    fd = readers[transport]
-    loop.remove_reader(fd)
-    loop.add_reader(fd, read)
-    return True
 
 
 def complete_text_frames(protocol: WatchedWebSocketProtocol, data: bytes) -> int:

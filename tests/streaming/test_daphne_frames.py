@@ -7,10 +7,7 @@ frames), the state, the close code and the traffic counters must be the same.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import socket
-import struct
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -19,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
-from streaming.daphne_adapter import server
 from streaming.daphne_adapter.server import WatchedWebSocketProtocol
 
 LIMIT = 300  # bytes: a message limit the generated frames cross
@@ -228,117 +224,3 @@ def test_any_frames_cut_anywhere_give_what_autobahn_gives(parts, cuts):
     points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
     reads = [data[a:b] for a, b in itertools.pairwise(points) if b > a]
     same_as_autobahn(reads)
-
-
-# -- the socket read without Twisted's per-read wrapping (server.read_directly) -------------------
-
-
-class RecordingReactor:
-    """What `read_directly` uses of Twisted's asyncio reactor: its readers, loop, log and the
-    disconnection it hands a socket's end to."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._asyncioEventloop = loop
-        self._readers: dict = {}
-        self.disconnected: list = []
-        self.failures = 0
-        reactor = self
-
-        class Log:
-            def failure(self, _format) -> None:
-                reactor.failures += 1
-
-        self._log = Log()
-
-    def _disconnectSelectable(self, selectable, why, is_read) -> None:
-        self.disconnected.append((selectable, why, is_read))
-        self._asyncioEventloop.remove_reader(self._readers.pop(selectable))
-
-
-class ReadTransport:
-    TLS = False
-    bufferSize = 65536
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
-        self.protocol = self
-        self.received: list[bytes] = []
-        self.fail = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-        if self.fail:
-            raise ValueError("the protocol broke")
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        theirs = socket.create_connection(listener.getsockname())
-        ours, _ = listener.accept()
-    ours.setblocking(False)
-    return ours, theirs
-
-
-async def until(condition, seconds: float = 2.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
-
-
-@pytest.mark.parametrize("ending", ["eof", "reset", "protocol error"])
-async def test_a_directly_read_socket_hands_its_data_and_its_end_on_as_twisted_does(ending):
-    from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
-
-    loop = asyncio.get_running_loop()
-    ours, theirs = tcp_pair()
-    reactor, transport = RecordingReactor(loop), ReadTransport(ours)
-    twisted_reads = []
-    loop.add_reader(ours.fileno(), lambda: twisted_reads.append(1))  # what Twisted registered
-    reactor._readers[transport] = ours.fileno()
-    try:
-        assert server.read_directly(transport, reactor)
-        theirs.sendall(b"first")
-        await until(lambda: transport.received == [b"first"])
-        theirs.sendall(b"second")
-        await until(lambda: transport.received == [b"first", b"second"])
-        assert twisted_reads == [] and reactor.disconnected == []  # the lean reader replaced Twisted's
-        if ending == "eof":
-            theirs.shutdown(socket.SHUT_WR)
-            expected = CONNECTION_DONE
-        elif ending == "reset":
-            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            theirs.close()  # an RST: recv fails
-            expected = CONNECTION_LOST
-        else:
-            transport.fail = True
-            theirs.sendall(b"third")
-            expected = ValueError
-        await until(lambda: reactor.disconnected)
-        ((selectable, why, is_read),) = reactor.disconnected
-        assert selectable is transport and is_read
-        if expected is ValueError:
-            assert isinstance(why, ValueError) and reactor.failures == 1
-        else:
-            assert why is expected
-    finally:
-        loop.remove_reader(ours.fileno())
-        ours.close()
-        theirs.close()
-
-
-def test_only_a_plain_socket_the_reactor_reads_is_taken_over():
-    loop = asyncio.new_event_loop()
-    try:
-        ours, theirs = tcp_pair()
-        reactor, transport = RecordingReactor(loop), ReadTransport(ours)
-        assert not server.read_directly(transport, reactor)  # not one of the reactor's readers
-        reactor._readers[transport] = ours.fileno()
-        transport.TLS = True
-        assert not server.read_directly(transport, reactor)
-        assert not server.read_directly(transport, object())  # not the asyncio reactor
-        ours.close()
-        theirs.close()
-    finally:
-        loop.close()
