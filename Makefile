@@ -90,7 +90,7 @@ $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	touch $@
 
-# Load tests against our server and peer servers; ~40 min; writes bench/RESULTS.md. Not part of
+# Load tests against our server and peer servers; ~50 min; writes bench/RESULTS.md. Not part of
 # `make test`. Pushpin is compared when installed (apt-get install pushpin). BENCH_ARGS: see
 # `$(BIN)/python -m bench.run --help`.
 bench: $(VENV)/.installed-bench
