@@ -185,10 +185,21 @@ def snapshot_position(channel: str) -> tuple[int, str]:
     return head, epoch
 
 
+HEADS_CHUNK = 500  # channel names per query: SQLite bounds a statement's parameters (32,766)
+
+
 def history_heads(channels: list[str]) -> dict[str, tuple[int, str]]:
-    """The newest offsets and epochs of several channels at once (channels never persisted are absent)."""
-    rows = Channel.objects.filter(name__in=channels).values_list("name", "last_offset", "epoch")
-    return {name: (head, epoch) for name, head, epoch in rows}
+    """The newest offsets and epochs of several channels at once (channels never persisted are absent).
+
+    Read HEADS_CHUNK names per query, so a process following tens of thousands of channels is not
+    refused by a database's limit on parameters.
+    """
+    heads = {}
+    for start in range(0, len(channels), HEADS_CHUNK):
+        chunk = channels[start : start + HEADS_CHUNK]
+        rows = Channel.objects.filter(name__in=chunk).values_list("name", "last_offset", "epoch")
+        heads.update((name, (head, epoch)) for name, head, epoch in rows)
+    return heads
 
 
 def history_read(

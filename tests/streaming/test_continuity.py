@@ -138,6 +138,20 @@ async def test_channels_anchored_together_share_one_query(monkeypatch):
     assert recorder.continuity.offsets == {"first": 1, "second": 0, "third": 0}
 
 
+async def test_heads_of_more_channels_than_a_statement_takes_are_all_read():
+    """A process can follow more channels than SQLite (32,766) or PostgreSQL (65,535) accept as
+    parameters of one statement: the heads are read in chunks, none missed at a chunk's edge."""
+    from streaming.history import HEADS_CHUNK, history_heads
+
+    names = [f"absent-{n}" for n in range(70_000)]
+    names[0], names[HEADS_CHUNK - 1], names[HEADS_CHUNK], names[-1] = "head-a", "head-b", "head-c", "head-d"
+    for count, name in enumerate(("head-a", "head-b", "head-c", "head-d"), start=1):
+        await persist(name, count)
+    heads = await sync_to_async(history_heads)(names)
+    offsets = {name: head for name, (head, _epoch) in heads.items()}
+    assert offsets == {"head-a": 1, "head-b": 2, "head-c": 3, "head-d": 4}
+
+
 async def test_a_channel_far_behind_is_recovered_at_the_first_check(realtime):
     realtime(channel_history_size=8)  # a quarter of history behind: 2 offsets
     envelopes = await persist("far", 3)
