@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 3.0
 FULL_TIMEOUT_CHECK_SECONDS = 60.0
+CLOSING_UPLOAD_SECONDS = 10.0  # how long a client still sending may take to reach our close frame
 
 
 async def shutdown_runtimes(grace: float = GRACE_SECONDS) -> None:
@@ -101,6 +103,41 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
     """
 
     on_message: Any = None  # (payload, is_binary) -> True when it consumed the message
+    heard_while_closing = False  # bytes came after our close frame, since the last look
+    closing_deadline = 0.0  # monotonic time after which a still-sending client is dropped
+
+    def onCloseHandshakeTimeout(self) -> None:
+        """autobahn drops the TCP connection when a client has not answered our close frame within
+        a second (its `closeHandshakeTimeout`). A client still sending — a message over
+        WEBSOCKET_MAX_MESSAGE_SIZE refused at its first bytes, uploading over a slow link — has
+        not read that frame yet: most client libraries finish writing a message before they read.
+        Dropping it then resets the connection under its upload and the close frame with its code
+        (1009) is lost. So while the client is inside a frame or bytes keep coming (read since the
+        last look, or waiting in the socket), it gets another second, up to CLOSING_UPLOAD_SECONDS
+        in all; autobahn keeps reading meanwhile and ends the connection when the client's close
+        frame comes. A silent client between frames is dropped after the second, as autobahn does.
+        Upstream: autobahn telling a slow peer from a silent one would remove this."""
+        now = time.monotonic()
+        if not self.closing_deadline:
+            self.closing_deadline = now + CLOSING_UPLOAD_SECONDS
+        if self.state == self.STATE_CLOSING and now < self.closing_deadline and self._client_still_sending():
+            self.heard_while_closing = False
+            self.closeHandshakeTimeoutCall = self.factory._batched_timer.call_later(
+                self.closeHandshakeTimeout, self.onCloseHandshakeTimeout
+            )
+            return
+        super().onCloseHandshakeTimeout()
+
+    def _client_still_sending(self) -> bool:
+        if self.heard_while_closing or self.current_frame is not None:
+            return True
+        sock = getattr(self.transport, "socket", None)
+        if sock is None:
+            return False
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing waiting (EAGAIN), or the connection is gone
+            return False
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         hook = self.on_message
@@ -128,10 +165,13 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
                 data = data[taken:]
                 if self.state != OPEN:  # autobahn counts a whole read that found it open
                     self.trafficStats.incomingOctetsWireLevel += len(data)
+        elif self.state == CLOSING:
+            self.heard_while_closing = True  # see onCloseHandshakeTimeout
         super().dataReceived(data)
 
 
 OPEN = WebSocketProtocol.STATE_OPEN
+CLOSING = WebSocketProtocol.STATE_CLOSING
 
 
 def complete_text_frames(protocol: WatchedWebSocketProtocol, data: bytes) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import struct
 import time
 
 import httpx
 import pytest
 import websockets
 
-from tests.support.clients import WSClient, raw_websocket, send_raw_frame
+from tests.support.clients import WSClient, raw_websocket, read_close_code, send_raw_frame
 from tests.support.server import ADMIN_HEADERS
 
 pytestmark = pytest.mark.server
@@ -173,6 +174,78 @@ async def test_a_message_over_the_message_limit_is_closed_1009_and_others_carry_
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         assert closed.value.rcvd_then_sent is True  # the server's close frame came first: a clean close
         assert (await bystander.call("ping"))["type"] == "pong"
+
+
+async def test_a_client_still_uploading_an_oversized_message_learns_1009_when_it_reads(live_server):
+    """A client on a slow link is refused at the first bytes of a message over the limit, but its
+    library finishes writing the message before it reads (most do). The server keeps reading (and
+    dropping) what comes for longer than autobahn's one-second close handshake: the upload ends
+    without a reset, the close frame 1009 waits for the client, and its reply ends the connection."""
+
+    def upload_then_read() -> tuple[list[str], int | None, bytes]:
+        connection = raw_websocket(live_server.port)
+        connection.recv(4096)  # the greeting, read while it is small
+        size = 65536 + 1
+        connection.sendall(b"\x81\xff" + struct.pack("!Q", size) + b"\x00\x00\x00\x00")
+        errors = []
+        for start in range(0, size, 2048):  # ~3 s on the wire
+            try:
+                connection.sendall(b"x" * min(2048, size - start))
+            except OSError as error:
+                errors.append(repr(error))
+                break
+            time.sleep(0.09)
+        code = read_close_code(connection, timeout=10)
+        connection.sendall(b"\x88\x82\x00\x00\x00\x00" + (code or 1000).to_bytes(2, "big"))  # the reply
+        connection.settimeout(10)
+        try:
+            rest = connection.recv(100)
+        except ConnectionResetError:  # autobahn ends a server-initiated close with a reset
+            rest = b""
+        connection.close()
+        return errors, code, rest
+
+    async with WSClient(live_server.ws + "/ws/connect") as bystander:
+        errors, code, rest = await asyncio.to_thread(upload_then_read)
+        assert errors == []  # the server did not reset the connection under the upload
+        assert code == 1009
+        assert rest == b""  # the reply ended the connection (a timeout would have raised)
+        assert (await bystander.call("ping"))["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    ("inside_a_frame", "keeps_sending", "dropped_within"),
+    [(False, False, (0.5, 3.0)), (True, False, (9.0, 14.0)), (True, True, (9.0, 14.0))],
+    ids=["silent-between-frames", "stalled-inside-the-frame", "sending-without-end"],
+)
+def test_a_refused_client_that_never_answers_the_close_is_dropped_in_bounded_time(
+    live_server, inside_a_frame, keeps_sending, dropped_within
+):
+    """The time given to a client after our close frame is bounded: a silent one between frames
+    is dropped after autobahn's second; one inside its frame (stalled, or sending without end)
+    after 10 s (`CLOSING_UPLOAD_SECONDS`)."""
+
+    connection = raw_websocket(live_server.port)
+    connection.recv(4096)  # the greeting
+    if inside_a_frame:
+        connection.sendall(b"\x81\xff" + struct.pack("!Q", 1 << 40) + b"\x00\x00\x00\x00" + b"x" * 1024)
+    else:  # a whole frame over the limit, then nothing
+        connection.sendall(b"\x81\xff" + struct.pack("!Q", 65537) + b"\x00\x00\x00\x00" + b"x" * 65537)
+    started = time.monotonic()
+    connection.settimeout(0.05)
+    ended = None
+    while ended is None and time.monotonic() - started < 20:
+        try:
+            if keeps_sending:
+                connection.sendall(b"x" * 1024)
+            if connection.recv(1 << 16) == b"":
+                ended = time.monotonic() - started
+        except TimeoutError:
+            pass
+        except OSError:  # reset, or a broken pipe while sending
+            ended = time.monotonic() - started
+    connection.close()
+    assert ended is not None and dropped_within[0] <= ended <= dropped_within[1], ended
 
 
 def _raw_request(port: int, head: bytes, body_chunks=(), timeout: float = 5) -> tuple[bytes, int]:
