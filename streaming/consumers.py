@@ -242,7 +242,10 @@ class StreamConsumer(ClientConnection, AsyncConsumer):
         return not binary and payload in PONG_PAYLOADS and self.bucket.take()
 
     async def websocket_receive(self, message: dict) -> None:
-        """Called per client frame: any frame counts as life; errors become error replies."""
+        """Called per client frame: any frame counts as life; errors become error replies.
+        A frame that comes once the connection is closing is dropped (README, "WebSocket protocol")."""
+        if self.closing:
+            return
         self.touch(time.time())
         request_id = None
         try:

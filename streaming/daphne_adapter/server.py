@@ -100,6 +100,10 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
     action (a database outage) would otherwise miss its client's heartbeat answers and close a live
     client as idle — and a heartbeat answer ends there, without a trip through the application
     queue (the commonest frame of an idle connection). Upstream: ASGI has no such event.
+
+    Once our close frame is sent (a kick, a 4429, a refused message), the client's messages are
+    read and dropped: daphne would still hand them to the application, which would act on a
+    publish in flight from a client it has just closed.
     """
 
     on_message: Any = None  # (payload, is_binary) -> True when it consumed the message
@@ -140,6 +144,8 @@ class WatchedWebSocketProtocol(DaphneWebSocketProtocol):
             return False
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != OPEN:
+            return  # after our close frame (a kick, a 4429, a refusal): read, never acted on
         hook = self.on_message
         if hook is not None and not self.muted and hook(payload, isBinary):
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import struct
 import time
@@ -57,6 +58,30 @@ async def test_delete_connection_closes_it_with_4409(live_server):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await client.recv(timeout=2)
         assert closed.value.rcvd.code == 4409
+
+
+async def test_frames_a_kicked_client_sends_after_its_close_frame_are_not_acted_on(live_server):
+    """Once the server has sent its close frame (here 4409, an admin's DELETE), what the client
+    still sends before it reads that frame — a publish in flight — is read and dropped, not
+    published: a kicked or rate-limited client gets nothing more done."""
+    async with WSClient(live_server.ws + "/ws/connect") as subscriber, httpx.AsyncClient() as http:
+        await subscriber.call("subscribe", {"channel": "after-close"})
+        kicked = raw_websocket(live_server.port)
+        kicked.settimeout(5)
+        head = kicked.recv(2, socket.MSG_WAITALL)  # the greeting: one text frame under 64 KiB
+        length = head[1] if head[1] < 126 else int.from_bytes(kicked.recv(2, socket.MSG_WAITALL), "big")
+        greeting = kicked.recv(length, socket.MSG_WAITALL)
+        connection_id = json.loads(greeting)["data"]["connection_id"]
+        publish = '{"action":"send_to_channel","data":{"channel":"after-close","content":"%s"}}'
+        send_raw_frame(kicked, publish % "before")
+        assert (await subscriber.recv(timeout=5))["content"] == "before"  # the frame works while open
+        response = await http.delete(f"{live_server.http}/ws/connections/{connection_id}", headers=ADMIN_HEADERS)
+        assert response.status_code == 204
+        assert await asyncio.to_thread(read_close_code, kicked, 5) == 4409  # the close frame is here
+        send_raw_frame(kicked, publish % "after")  # sent before the client answers the close
+        with pytest.raises(TimeoutError):
+            await subscriber.recv(timeout=1.5)
+        kicked.close()
 
 
 async def test_stats_count_real_connections(live_server):

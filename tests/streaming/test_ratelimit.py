@@ -186,6 +186,29 @@ async def test_sustained_abuse_closes_4429_and_spares_others(connect, realtime, 
     await bystander.disconnect()
 
 
+async def test_a_publish_sent_after_the_4429_close_is_not_acted_on(connect, realtime, monkeypatch):
+    """Frames that reach the application once it has closed the connection are dropped (under
+    any server; daphne does not even hand them over): the abuser's publish in flight goes nowhere."""
+    monkeypatch.setattr(limits, "ABUSE_SECONDS", 0.3)
+    realtime(client_rate_limit=5, client_rate_burst=2)
+    abuser, listener = await connect(), await connect()
+    await listener.send_json_to({"action": "subscribe", "data": {"channel": "room"}, "request_id": "s"})
+    assert (await listener.receive_json_from(timeout=3))["type"] == "subscribed"
+    closed = False
+    deadline = time.monotonic() + 3
+    while not closed and time.monotonic() < deadline:
+        await abuser.send_json_to({"action": "ping"})
+        await asyncio.sleep(0.005)
+        while not abuser.output_queue.empty():
+            closed = closed or abuser.output_queue.get_nowait()["type"] == "websocket.close"
+    assert closed
+    await asyncio.sleep(1.1)  # the rate budget refills: a frame now would be admitted
+    await abuser.send_json_to({"action": "send_to_channel", "data": {"channel": "room", "content": "late"}})
+    assert await listener.receive_nothing(timeout=0.5)
+    assert await abuser.receive_nothing(timeout=0.1)  # no ack either
+    await listener.disconnect()
+
+
 async def test_short_burst_over_the_limit_does_not_close(connect, realtime, monkeypatch):
     monkeypatch.setattr(limits, "ABUSE_SECONDS", 0.3)
     realtime(client_rate_limit=20, client_rate_burst=2)
