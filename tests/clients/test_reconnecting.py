@@ -154,9 +154,9 @@ async def test_both_clients_report_a_gap_when_history_no_longer_reaches_back(res
 
 
 async def test_a_credential_refused_on_reconnect_stops_the_clients_without_retrying(live_server_factory, make_client):
-    keyed = live_server_factory(WS_API_KEYS="k1")
-    ws = make_client(WebSocketClient, keyed, api_key="k1", max_reconnect_attempts=50)
-    sse = make_client(SSEClient, keyed, api_key="k1", max_reconnect_attempts=50)
+    keyed = live_server_factory(WS_API_KEYS="client-api-key-1-5f0c2a9e7b")
+    ws = make_client(WebSocketClient, keyed, api_key="client-api-key-1-5f0c2a9e7b", max_reconnect_attempts=50)
+    sse = make_client(SSEClient, keyed, api_key="client-api-key-1-5f0c2a9e7b", max_reconnect_attempts=50)
     ws_errors, sse_errors = [], []
     ws.on_error(ws_errors.append)
     sse.on_error(sse_errors.append)
@@ -164,7 +164,7 @@ async def test_a_credential_refused_on_reconnect_stops_the_clients_without_retry
     await sse.connect()
 
     keyed.kill()
-    keyed.env["WS_API_KEYS"] = "k2"  # the key was revoked while the server was down
+    keyed.env["WS_API_KEYS"] = "client-api-key-2-9d41b6e08c"  # the key was revoked while the server was down
     keyed.restart()
 
     for client in (ws, sse):

@@ -29,8 +29,10 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def keyed_server(live_server_factory):
-    """A server that requires credentials and accepts the API key `k1`."""
-    return live_server_factory(WS_API_KEYS="k1", WEBSOCKET_AUTH_REQUIRED="true", SSE_AUTH_REQUIRED="true")
+    """A server that requires credentials and accepts one API key (long enough that no random id in a log contains it)."""
+    return live_server_factory(
+        WS_API_KEYS="client-api-key-1-5f0c2a9e7b", WEBSOCKET_AUTH_REQUIRED="true", SSE_AUTH_REQUIRED="true"
+    )
 
 
 async def test_connect_greets_with_the_stream_channels(live_server, make_client):
@@ -178,7 +180,7 @@ async def test_missing_credentials_fail_at_once_without_retrying(keyed_server, m
 
 
 async def test_api_key_and_token_open_streams_where_auth_is_required(keyed_server, make_client):
-    by_key = make_client(SSEClient, keyed_server, api_key="k1")
+    by_key = make_client(SSEClient, keyed_server, api_key="client-api-key-1-5f0c2a9e7b")
     by_token = make_client(SSEClient, keyed_server, token=token_for("erin"))
     await by_key.connect()
     await by_token.connect()
@@ -187,7 +189,7 @@ async def test_api_key_and_token_open_streams_where_auth_is_required(keyed_serve
 
 async def test_publishing_helpers_raise_reply_errors_with_code_and_status(keyed_server, make_client):
     anonymous = make_client(SSEClient, keyed_server)
-    admin = make_client(SSEClient, keyed_server, api_key="k1")
+    admin = make_client(SSEClient, keyed_server, api_key="client-api-key-1-5f0c2a9e7b")
 
     with pytest.raises(ReplyError) as unauthenticated:
         await anonymous.send_notification(title="t", content="c")

@@ -28,8 +28,10 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def keyed_server(live_server_factory):
-    """A server that requires credentials and accepts the API key `k1`."""
-    return live_server_factory(WS_API_KEYS="k1", WEBSOCKET_AUTH_REQUIRED="true", SSE_AUTH_REQUIRED="true")
+    """A server that requires credentials and accepts one API key (long enough that no random id in a log contains it)."""
+    return live_server_factory(
+        WS_API_KEYS="client-api-key-1-5f0c2a9e7b", WEBSOCKET_AUTH_REQUIRED="true", SSE_AUTH_REQUIRED="true"
+    )
 
 
 async def test_connect_greets_and_reports_the_connection(live_server, make_client):
@@ -322,7 +324,7 @@ async def test_disconnect_closes_normally_and_ends_the_client(live_server, make_
 
 
 async def test_api_key_and_token_authenticate_where_auth_is_required(keyed_server, make_client):
-    by_key = make_client(WebSocketClient, keyed_server, api_key="k1")
+    by_key = make_client(WebSocketClient, keyed_server, api_key="client-api-key-1-5f0c2a9e7b")
     by_token = make_client(WebSocketClient, keyed_server, token=token_for("dave"))
     await by_key.connect()
     await by_token.connect()
@@ -358,7 +360,7 @@ def test_create_ws_client_takes_the_design_documents_arguments():
 
 async def test_publish_batch_and_a_retried_publish_by_id(keyed_server, make_client):
     channel = unique("batched")
-    client = make_client(WebSocketClient, keyed_server, api_key="k1")
+    client = make_client(WebSocketClient, keyed_server, api_key="client-api-key-1-5f0c2a9e7b")
     received = []
     client.on_message("*")(lambda envelope: received.append(envelope) if envelope.get("channel") == channel else None)
     await client.connect()
