@@ -82,7 +82,7 @@ test-cluster: $(VENV)/.installed-dev
 test-image: $(VENV)/.installed-dev
 	DJANGO_DEBUG=true $(BIN)/python -m pytest -m image $(PYTEST_ARGS)
 
-# Conformance, fuzzing, faults and a 10-minute soak (about 25 minutes); figures: docs/RELIABILITY.md.
+# Conformance, fuzzing, faults and a 15-minute soak (about 25 minutes); figures: docs/RELIABILITY.md.
 test-reliability: $(VENV)/.installed-reliability $(RELIABILITY)/autobahn/.installed
 	DJANGO_DEBUG=true AUTOBAHN_PYTHON=$(PYTHON2) $(BIN)/python -m pytest -m reliability $(PYTEST_ARGS)
 

@@ -5,8 +5,8 @@
   (tests/e2e/test_daphne.py checks the close with a smaller queue; here the memory bound.)
 * 1,000 slow-header (slowloris) and 1,000 idle TCP connections: new WebSocket and HTTP clients
   still connect, p99 under 1 s.
-* A 10-minute soak — 200 WebSockets, 50 messages/s, 5 connects/s of churn — with RSS slope under
-  1 MB per 10 minutes and a flat count of file descriptors.
+* A 15-minute soak — 200 WebSockets, 50 messages/s, 5 connects/s of churn — with RSS slope under
+  1 MB per 10 minutes over its last 10 minutes and a flat count of file descriptors.
 """
 
 from __future__ import annotations
@@ -185,9 +185,9 @@ class SoakClient:
 
 @pytest.mark.parametrize(
     "seconds, warmup",
-    [pytest.param(20, 5, id="fast"), pytest.param(600, 120, id="full", marks=pytest.mark.reliability)],
+    [pytest.param(20, 5, id="fast"), pytest.param(900, 300, id="full", marks=pytest.mark.reliability)],
 )
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1500)
 async def test_soak_200_connections_50_messages_per_second_5_connects_per_second(
     live_server_factory, seconds, warmup, figure
 ):
@@ -236,7 +236,9 @@ async def test_soak_200_connections_50_messages_per_second_5_connects_per_second
     await asyncio.gather(publish(), churn(), sample())
     await asyncio.sleep(1)
     steady = [(t, rss, fds) for t, rss, fds in samples if t >= warmup]
-    long_enough = seconds >= 600  # a slope over seconds says nothing about a leak
+    # The slope is taken over the last 10 minutes: warm-up steps (caches, arenas) came as late as
+    # the fourth minute (docs/RELIABILITY.md, "7. Resources"); a leak grows on all along.
+    long_enough = seconds - warmup >= 600  # a slope over seconds says nothing about a leak
     rss_slope_per_10min = slope_per_minute([(t, rss) for t, rss, _ in steady]) * 10 / MB if long_enough else None
     third = max(1, len(steady) // 3)
     fds_first = statistics.median(fds for _, _, fds in steady[:third])
